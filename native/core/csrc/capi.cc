@@ -1,0 +1,109 @@
+// The C function table (x/core_api.h) over the C++ streams, events and registry.
+#include <string>
+
+#include "handles.h"
+#include "registry.h"
+
+namespace x {
+namespace {
+
+thread_local std::string t_last_error;
+
+int ok() { return X_SUCCESS; }
+
+const char* api_last_error() { return t_last_error.c_str(); }
+
+int api_stream_device(x_stream* s, int* out) {
+  if (s == nullptr || out == nullptr) return set_last_error(Status::Invalid("null stream"));
+  *out = s->stream->device();
+  return ok();
+}
+
+void* api_stream_cuda_handle(x_stream* s) { return s == nullptr ? nullptr : s->stream->cuda_handle(); }
+
+int api_stream_enqueue_host(x_stream* s, x_host_fn fn, x_cleanup_fn cleanup, void* user,
+                            const char* label) {
+  if (s == nullptr || fn == nullptr) return set_last_error(Status::Invalid("null stream or function"));
+  return set_last_error(s->stream->enqueue_host(fn, cleanup, user, label));
+}
+
+int api_stream_synchronize(x_stream* s, int64_t timeout_ns) {
+  if (s == nullptr) return set_last_error(Status::Invalid("null stream"));
+  return set_last_error(s->stream->synchronize(timeout_ns));
+}
+
+int api_event_create(int device, x_event** out) {
+  if (out == nullptr) return set_last_error(Status::Invalid("null output"));
+  std::shared_ptr<Event> e;
+  Status st = create_event(device, false, &e);
+  if (!st.ok()) return set_last_error(st);
+  *out = new x_event{std::move(e)};
+  return ok();
+}
+
+void api_event_destroy(x_event* e) { delete e; }
+
+int api_event_record(x_event* e, x_stream* s) {
+  if (e == nullptr || s == nullptr) return set_last_error(Status::Invalid("null event or stream"));
+  return set_last_error(s->stream->record(*e->event));
+}
+
+int api_stream_wait_event(x_stream* s, x_event* e) {
+  if (e == nullptr || s == nullptr) return set_last_error(Status::Invalid("null event or stream"));
+  return set_last_error(s->stream->wait_event(*e->event));
+}
+
+int api_event_query(x_event* e, int* done) {
+  if (e == nullptr || done == nullptr) return set_last_error(Status::Invalid("null event"));
+  bool b = false;
+  Status st = e->event->query(&b);
+  *done = b ? 1 : 0;
+  return set_last_error(st);
+}
+
+int api_event_synchronize(x_event* e, int64_t timeout_ns) {
+  if (e == nullptr) return set_last_error(Status::Invalid("null event"));
+  return set_last_error(e->event->synchronize(timeout_ns));
+}
+
+int api_register_range(int device, uint64_t base, uint64_t size, int state, const char* owner) {
+  return set_last_error(MemoryRegistry::instance().add(device, base, size, state == X_RANGE_MAPPED,
+                                                       owner != nullptr ? owner : "external"));
+}
+
+int api_set_range_state(int device, uint64_t base, int state) {
+  return set_last_error(MemoryRegistry::instance().set_mapped(device, base, state == X_RANGE_MAPPED));
+}
+
+int api_unregister_range(int device, uint64_t base) {
+  return set_last_error(MemoryRegistry::instance().remove(device, base));
+}
+
+int api_check_range(int device, uint64_t ptr, uint64_t size) {
+  return set_last_error(MemoryRegistry::instance().check(device, ptr, size, "pointer", true));
+}
+
+}  // namespace
+
+int set_last_error(const Status& st) {
+  if (st.ok()) return X_SUCCESS;
+  t_last_error = st.message;
+  return static_cast<int>(st.code);
+}
+
+const x_core_api* core_api() {
+  static const x_core_api table = {
+      X_CORE_API_VERSION,   static_cast<uint32_t>(sizeof(x_core_api)),
+      api_last_error,       api_stream_device,
+      api_stream_cuda_handle, api_stream_enqueue_host,
+      api_stream_synchronize, api_event_create,
+      api_event_destroy,    api_event_record,
+      api_stream_wait_event, api_event_query,
+      api_event_synchronize, api_register_range,
+      api_set_range_state,  api_unregister_range,
+      api_check_range,
+  };
+  return &table;
+}
+
+}  // namespace x

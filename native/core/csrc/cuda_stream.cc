@@ -1,0 +1,275 @@
+// CUDA streams and events over the driver API (opened at run time).
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "device.h"
+#include "registry.h"
+#include "stream.h"
+
+namespace x {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct HostCall {
+  x_host_fn fn;
+  x_cleanup_fn cleanup;
+  void* user;
+};
+
+struct WaiterCall {
+  Waiter waiter;
+};
+
+void run_waiter(void* p) {
+  auto* w = static_cast<WaiterCall*>(p);
+  w->waiter(Status::Ok());
+  delete w;
+}
+
+// Polls an event without blocking a thread inside the driver, so the wait can time out.
+Status poll_event(const cuda::Driver* d, cuda::CUevent ev, int64_t timeout_ns, const char* what) {
+  auto deadline = Clock::now() + std::chrono::nanoseconds(timeout_ns);
+  auto sleep = std::chrono::microseconds(5);
+  for (;;) {
+    cuda::CUresult r = d->cuEventQuery(ev);
+    if (r == cuda::CUDA_SUCCESS) return Status::Ok();
+    if (r != cuda::CUDA_ERROR_NOT_READY) return cuda_status(r, "cuEventQuery");
+    if (Clock::now() >= deadline) {
+      return Status::Error(Code::kTimeout, std::string(what) + " did not complete within " +
+                                               std::to_string(timeout_ns / 1000000) + " ms");
+    }
+    std::this_thread::sleep_for(sleep);
+    if (sleep < std::chrono::microseconds(500)) sleep *= 2;
+  }
+}
+
+class CudaEvent final : public Event {
+ public:
+  CudaEvent(int device, cuda::CUevent ev) : Event(device), ev_(ev) {}
+  ~CudaEvent() override {
+    const cuda::Driver* d = nullptr;
+    if (!driver(&d).ok() || !use_device(device_).ok()) return;
+    if (notify_ != nullptr) d->cuStreamDestroy(notify_);
+    d->cuEventDestroy(ev_);
+  }
+  cuda::CUevent handle() const { return ev_; }
+
+  Status query(bool* done) override {
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(driver(&d));
+    X_RETURN_IF_ERROR(use_device(device_));
+    cuda::CUresult r = d->cuEventQuery(ev_);
+    if (r == cuda::CUDA_ERROR_NOT_READY) {
+      *done = false;
+      return Status::Ok();
+    }
+    *done = r == cuda::CUDA_SUCCESS;
+    return cuda_status(r, "cuEventQuery");
+  }
+  Status synchronize(int64_t timeout_ns) override {
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(driver(&d));
+    X_RETURN_IF_ERROR(use_device(device_));
+    return poll_event(d, ev_, timeout_ns, "event");
+  }
+  // A private stream waits on the event, then a host function reports completion: no thread is
+  // blocked and no polling happens while the GPU works.
+  void add_waiter(Waiter w) override {
+    const cuda::Driver* d = nullptr;
+    Status st = driver(&d);
+    if (st.ok()) st = use_device(device_);
+    if (st.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (notify_ == nullptr) {
+        st = cuda_status(d->cuStreamCreate(&notify_, cuda::CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+      }
+      if (st.ok()) st = cuda_status(d->cuStreamWaitEvent(notify_, ev_, 0), "cuStreamWaitEvent");
+      if (st.ok()) {
+        auto* call = new WaiterCall{std::move(w)};
+        st = cuda_status(d->cuLaunchHostFunc(notify_, run_waiter, call), "cuLaunchHostFunc");
+        if (st.ok()) return;
+        w = std::move(call->waiter);
+        delete call;
+      }
+    }
+    w(st);
+  }
+  Status elapsed_ms(Event& end, double* ms) override {
+    auto* e = dynamic_cast<CudaEvent*>(&end);
+    if (e == nullptr || e->device() != device_) {
+      return Status::Invalid("elapsedTime: both events must be on the same device");
+    }
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(driver(&d));
+    X_RETURN_IF_ERROR(use_device(device_));
+    float f = 0;
+    X_RETURN_IF_ERROR(cuda_status(d->cuEventElapsedTime(&f, ev_, e->ev_), "cuEventElapsedTime"));
+    *ms = f;
+    return Status::Ok();
+  }
+
+ private:
+  cuda::CUevent ev_;
+  std::mutex mu_;
+  cuda::CUstream notify_ = nullptr;
+};
+
+void run_host_call(void* p) {
+  auto* c = static_cast<HostCall*>(p);
+  c->fn(c->user);  // CUDA host functions cannot fail a stream; failures are the callee's to report
+  if (c->cleanup != nullptr) c->cleanup(c->user);
+  delete c;
+}
+
+void run_sleep(void* p) {
+  auto* ns = static_cast<uint64_t*>(p);
+  std::this_thread::sleep_for(std::chrono::nanoseconds(*ns));
+  delete ns;
+}
+
+class CudaStream final : public Stream {
+ public:
+  CudaStream(int device, cuda::CUstream s) : Stream(device), s_(s) {}
+  ~CudaStream() override { close(); }
+
+  Status copy(uint64_t dst, uint64_t src, uint64_t bytes) override {
+    X_RETURN_IF_ERROR(check(dst, bytes, "copy destination"));
+    X_RETURN_IF_ERROR(check(src, bytes, "copy source"));
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    if (bytes == 0) return Status::Ok();
+    return cuda_status(d->cuMemcpyAsync(dst, src, bytes, s_), "cuMemcpyAsync");
+  }
+  Status fill(uint64_t dst, uint64_t bytes, uint64_t pattern, int width) override {
+    X_RETURN_IF_ERROR(check(dst, bytes, "fill destination"));
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    if (bytes == 0) return Status::Ok();
+    switch (width) {
+      case 1:
+        return cuda_status(d->cuMemsetD8Async(dst, static_cast<unsigned char>(pattern), bytes, s_),
+                           "cuMemsetD8Async");
+      case 2:
+        return cuda_status(
+            d->cuMemsetD16Async(dst, static_cast<unsigned short>(pattern), bytes / 2, s_),
+            "cuMemsetD16Async");
+      case 4:
+        return cuda_status(d->cuMemsetD32Async(dst, static_cast<unsigned>(pattern), bytes / 4, s_),
+                           "cuMemsetD32Async");
+      default:
+        return launch_fill64(device_, s_, dst, bytes / 8, pattern);
+    }
+  }
+  Status delay(uint64_t ns) override {
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    if (kernels_compiled_in()) return launch_delay(device_, s_, ns);
+    // Without compiled kernels the stream is held by a sleeping host function instead.
+    auto* arg = new uint64_t(ns);
+    Status st = cuda_status(d->cuLaunchHostFunc(s_, run_sleep, arg), "cuLaunchHostFunc");
+    if (!st.ok()) delete arg;
+    return st;
+  }
+  Status enqueue_host(x_host_fn fn, x_cleanup_fn cleanup, void* user, const char*) override {
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    auto* call = new HostCall{fn, cleanup, user};
+    Status st = cuda_status(d->cuLaunchHostFunc(s_, run_host_call, call), "cuLaunchHostFunc");
+    if (!st.ok()) delete call;
+    return st;
+  }
+  Status record(Event& event) override {
+    auto* e = dynamic_cast<CudaEvent*>(&event);
+    if (e == nullptr || e->device() != device_) {
+      return Status::Invalid("event.record: the event belongs to another device than the stream");
+    }
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    return cuda_status(d->cuEventRecord(e->handle(), s_), "cuEventRecord");
+  }
+  Status wait_event(Event& event) override {
+    auto* e = dynamic_cast<CudaEvent*>(&event);
+    if (e == nullptr) {
+      return Status::Invalid("stream.waitEvent: a CUDA stream can only wait on CUDA events");
+    }
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    return cuda_status(d->cuStreamWaitEvent(s_, e->handle(), 0), "cuStreamWaitEvent");
+  }
+  Status synchronize(int64_t timeout_ns) override {
+    std::shared_ptr<Event> marker;
+    X_RETURN_IF_ERROR(create_cuda_event(device_, false, &marker));
+    X_RETURN_IF_ERROR(record(*marker));
+    return marker->synchronize(timeout_ns);
+  }
+  void add_waiter(Waiter w) override {
+    std::shared_ptr<Event> marker;
+    Status st = create_cuda_event(device_, false, &marker);
+    if (st.ok()) st = record(*marker);
+    if (!st.ok()) return w(st);
+    // The waiter keeps the marker event alive until it fired.
+    marker->add_waiter([marker, w = std::move(w)](Status s) mutable { w(s); });
+  }
+  void close() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s_ == nullptr) return;
+    const cuda::Driver* d = nullptr;
+    // cuStreamDestroy returns at once; queued work still completes (CUDA semantics).
+    if (driver(&d).ok() && use_device(device_).ok()) d->cuStreamDestroy(s_);
+    s_ = nullptr;
+  }
+  void* cuda_handle() override { return s_; }
+
+ private:
+  Status enter(const cuda::Driver** d) {
+    if (s_ == nullptr) return Status::Invalid("the stream was disposed; create a new one");
+    X_RETURN_IF_ERROR(driver(d));
+    return use_device(device_);
+  }
+  // Memory x knows (host buffers, cumem ranges) must be awake; other pointers the driver checks.
+  Status check(uint64_t ptr, uint64_t bytes, const char* what) {
+    auto& reg = MemoryRegistry::instance();
+    X_RETURN_IF_ERROR(reg.check(device_, ptr, bytes, what, false));
+    return reg.check(X_DEVICE_CPU, ptr, bytes, what, false);
+  }
+  std::mutex mu_;
+  cuda::CUstream s_;
+};
+
+}  // namespace
+
+Status create_cuda_stream(int device, std::shared_ptr<Stream>* out) {
+  const cuda::Driver* d = nullptr;
+  X_RETURN_IF_ERROR(driver(&d));
+  X_RETURN_IF_ERROR(use_device(device));
+  cuda::CUstream s = nullptr;
+  X_RETURN_IF_ERROR(cuda_status(d->cuStreamCreate(&s, cuda::CU_STREAM_NON_BLOCKING), "cuStreamCreate"));
+  *out = std::make_shared<CudaStream>(device, s);
+  return Status::Ok();
+}
+
+Status create_cuda_event(int device, bool timing, std::shared_ptr<Event>* out) {
+  const cuda::Driver* d = nullptr;
+  X_RETURN_IF_ERROR(driver(&d));
+  X_RETURN_IF_ERROR(use_device(device));
+  cuda::CUevent ev = nullptr;
+  X_RETURN_IF_ERROR(cuda_status(
+      d->cuEventCreate(&ev, timing ? cuda::CU_EVENT_DEFAULT : cuda::CU_EVENT_DISABLE_TIMING),
+      "cuEventCreate"));
+  *out = std::make_shared<CudaEvent>(device, ev);
+  return Status::Ok();
+}
+
+Status create_stream(int device, const StreamOptions& opts, std::shared_ptr<Stream>* out) {
+  if (device == X_DEVICE_CPU) return create_cpu_stream(opts, out);
+  return create_cuda_stream(device, out);
+}
+
+Status create_event(int device, bool timing, std::shared_ptr<Event>* out) {
+  if (device == X_DEVICE_CPU) return create_cpu_event(out);
+  return create_cuda_event(device, timing, out);
+}
+
+}  // namespace x

@@ -1,0 +1,83 @@
+// Streams and events with one set of semantics on the CPU and on CUDA.
+//
+// A Stream is an in-order queue of device work. Enqueue calls return at once; completion is observed
+// through Events. There is no default or current stream anywhere: every operation names its stream.
+// CPU streams run their queue on a dedicated native thread; CUDA streams wrap a non-blocking
+// CUstream on the device's primary context.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "x/core_api.h"
+#include "x/status.h"
+
+namespace x {
+
+class Event;
+
+// Called once when the awaited work completed (ok) or failed; may run on any thread.
+using Waiter = std::function<void(Status)>;
+
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  int device() const { return device_; }  // -1 for the CPU
+
+  virtual Status copy(uint64_t dst, uint64_t src, uint64_t bytes) = 0;
+  // Writes `bytes` bytes at dst with a repeated pattern of `width` bytes (1, 2, 4 or 8).
+  virtual Status fill(uint64_t dst, uint64_t bytes, uint64_t pattern, int width) = 0;
+  // Occupies the stream for `ns` nanoseconds (testing, pacing).
+  virtual Status delay(uint64_t ns) = 0;
+  virtual Status enqueue_host(x_host_fn fn, x_cleanup_fn cleanup, void* user, const char* label) = 0;
+  virtual Status record(Event& event) = 0;
+  virtual Status wait_event(Event& event) = 0;
+  // Blocks the calling native thread until all work enqueued so far finished, or the timeout.
+  // Reports (and clears) the first failure of work on the stream since the last synchronize.
+  virtual Status synchronize(int64_t timeout_ns) = 0;
+  // Calls `w` when all work enqueued so far finished; never blocks the caller.
+  virtual void add_waiter(Waiter w) = 0;
+  // Stops accepting work; queued work still runs. Called by dispose and by the GC finalizer.
+  virtual void close() = 0;
+  // Drops queued work and waits up to `timeout_ms` for in-flight work (environment teardown).
+  virtual void stop_and_join(int timeout_ms) { (void)timeout_ms; }
+  virtual void* cuda_handle() { return nullptr; }
+  // Labels of the last completed operations, oldest first (CPU streams with recording on).
+  virtual std::vector<std::string> completed_ops() { return {}; }
+
+ protected:
+  explicit Stream(int device) : device_(device) {}
+  int device_;
+};
+
+class Event {
+ public:
+  virtual ~Event() = default;
+  int device() const { return device_; }
+  virtual Status query(bool* done) = 0;
+  virtual Status synchronize(int64_t timeout_ns) = 0;
+  virtual void add_waiter(Waiter w) = 0;
+  // Milliseconds between this event and `end` (both recorded, created with timing).
+  virtual Status elapsed_ms(Event& end, double* ms) = 0;
+
+ protected:
+  explicit Event(int device) : device_(device) {}
+  int device_;
+};
+
+struct StreamOptions {
+  bool record_ops = false;  // keep a log of completed operation labels (CPU only)
+};
+
+Status create_stream(int device, const StreamOptions& opts, std::shared_ptr<Stream>* out);
+Status create_event(int device, bool timing, std::shared_ptr<Event>* out);
+
+Status create_cpu_stream(const StreamOptions& opts, std::shared_ptr<Stream>* out);
+Status create_cpu_event(std::shared_ptr<Event>* out);
+Status create_cuda_stream(int device, std::shared_ptr<Stream>* out);
+Status create_cuda_event(int device, bool timing, std::shared_ptr<Event>* out);
+
+}  // namespace x

@@ -1,0 +1,74 @@
+import { type Device, type DeviceName, parseDevice, requireCuda } from './device.js';
+import { callNative, DisposedError, InvalidArgumentError } from './errors.js';
+import { type NativeHandle, native } from './native.js';
+
+export interface HostBufferOptions {
+  /**
+   * "cpu" (default) gives page-aligned host memory; "cuda:N" gives memory pinned with the driver,
+   * which copies to and from every GPU at full link speed.
+   */
+  device?: DeviceName | Device;
+}
+
+/**
+ * Host memory that streams can read and write. `bytes` is a live view of it; fill it from JS, then
+ * enqueue copies. Dispose only after the streams that use it are synchronized.
+ */
+export class HostBuffer {
+  readonly ptr: bigint;
+  readonly byteLength: number;
+  /** The device this memory is pinned for ("cpu" when not pinned). */
+  readonly device: Device;
+  #buffer: ArrayBuffer | undefined;
+  #block: NativeHandle;
+
+  private constructor(
+    ptr: bigint,
+    byteLength: number,
+    device: Device,
+    buffer: ArrayBuffer,
+    block: NativeHandle,
+  ) {
+    this.ptr = ptr;
+    this.byteLength = byteLength;
+    this.device = device;
+    this.#buffer = buffer;
+    this.#block = block;
+  }
+
+  /** Allocates `byteLength` bytes (>= 1). */
+  static alloc(byteLength: number, options: HostBufferOptions = {}): HostBuffer {
+    if (!Number.isSafeInteger(byteLength) || byteLength < 1) {
+      throw new InvalidArgumentError('byteLength', 'an integer >= 1', byteLength);
+    }
+    const device = parseDevice(options.device ?? 'cpu', 'options.device');
+    if (device.kind === 'cuda') requireCuda(device);
+    const [ptr, buffer, block] = callNative(() =>
+      native().hostAlloc(device.index, BigInt(byteLength)),
+    );
+    return new HostBuffer(ptr, byteLength, device, buffer, block);
+  }
+
+  /** The memory as bytes. Throws after dispose. */
+  get bytes(): Uint8Array {
+    return new Uint8Array(this.buffer);
+  }
+
+  /** The memory as an ArrayBuffer (aliases the native memory; detached by dispose). */
+  get buffer(): ArrayBuffer {
+    if (this.#buffer === undefined) throw new DisposedError('HostBuffer');
+    return this.#buffer;
+  }
+
+  /** Frees the memory now; every view of it becomes empty. Idempotent. */
+  dispose(): void {
+    if (this.#buffer === undefined) return;
+    const buffer = this.#buffer;
+    this.#buffer = undefined;
+    callNative(() => native().hostFree(buffer, this.#block));
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
