@@ -13,42 +13,15 @@
 #include "../csrc/host_buffer.h"
 #include "../csrc/registry.h"
 #include "../csrc/stream.h"
+#include "x/napi_util.h"
 
 namespace {
 
 using x::Status;
 
-Napi::Error make_error(Napi::Env env, const Status& st) {
-  Napi::Error e = Napi::Error::New(env, st.message);
-  e.Set("code", Napi::String::New(env, x::code_name(st.code)));
-  if (st.cuda_result != 0) {
-    e.Set("cudaResult", Napi::Number::New(env, st.cuda_result));
-    e.Set("cudaErrorName", Napi::String::New(env, x::cuda::error_name(st.cuda_result)));
-  }
-  if (!st.operation.empty()) e.Set("operation", Napi::String::New(env, st.operation));
-  return e;
-}
-
-void check(Napi::Env env, const Status& st) {
-  if (!st.ok()) throw make_error(env, st);
-}
-
-uint64_t u64(const Napi::Value& v, const char* name) {
-  if (v.IsBigInt()) {
-    bool lossless = true;
-    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) throw Napi::RangeError::New(v.Env(), std::string(name) + " out of range");
-    return r;
-  }
-  if (v.IsNumber()) {
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (d < 0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
-      throw Napi::RangeError::New(v.Env(), std::string(name) + " must be a non-negative integer");
-    }
-    return static_cast<uint64_t>(d);
-  }
-  throw Napi::TypeError::New(v.Env(), std::string(name) + " must be a bigint or number");
-}
+using x::napi::check;
+using x::napi::make_error;
+using x::napi::u64;
 
 Napi::BigInt big(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
@@ -85,29 +58,11 @@ x_event* event_of(const Napi::Value& v) {
   return v.As<Napi::External<x_event>>().Data();
 }
 
-// A promise settled from any thread through a thread-safe function. The TSFN is unreferenced, so a
-// pending wait never keeps the process alive by itself; the JS layer's timeout timer does.
 Napi::Value promise_from_waiter(Napi::Env env, const std::function<void(x::Waiter)>& start) {
-  auto deferred = std::make_shared<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
-  Napi::Promise promise = deferred->Promise();
-  auto tsfn = Napi::ThreadSafeFunction::New(
-      env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "x.core.wait", 0, 1);
-  tsfn.Unref(env);
-  start([deferred, tsfn](Status st) mutable {
-    auto* result = new Status(std::move(st));
-    auto local = tsfn;
-    napi_status s = local.BlockingCall(result, [deferred](Napi::Env env, Napi::Function, Status* r) {
-      if (r->ok()) {
-        deferred->Resolve(env.Undefined());
-      } else {
-        deferred->Reject(make_error(env, *r).Value());
-      }
-      delete r;
-    });
-    if (s != napi_ok) delete result;  // environment is gone; nobody is waiting any more
-    local.Release();
-  });
-  return promise;
+  x::napi::Settle settle;
+  Napi::Promise p = x::napi::make_promise(env, &settle);
+  start(std::move(settle));
+  return p;
 }
 
 // ---- build, driver, devices ----
@@ -349,7 +304,8 @@ Napi::Value Ranges(const Napi::CallbackInfo& info) {
     o.Set("device", ranges[i].device);
     o.Set("base", big(env, ranges[i].base));
     o.Set("size", big(env, ranges[i].size));
-    o.Set("mapped", ranges[i].mapped);
+    const char* states[] = {"unmapped", "mapped", "draining"};
+    o.Set("state", states[static_cast<int>(ranges[i].state)]);
     o.Set("owner", ranges[i].owner);
     arr.Set(i, o);
   }

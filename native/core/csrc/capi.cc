@@ -67,12 +67,18 @@ int api_event_synchronize(x_event* e, int64_t timeout_ns) {
 }
 
 int api_register_range(int device, uint64_t base, uint64_t size, int state, const char* owner) {
-  return set_last_error(MemoryRegistry::instance().add(device, base, size, state == X_RANGE_MAPPED,
+  if (state < X_RANGE_UNMAPPED || state > X_RANGE_DRAINING) {
+    return set_last_error(Status::Invalid("register_range: unknown state " + std::to_string(state)));
+  }
+  return set_last_error(MemoryRegistry::instance().add(device, base, size, static_cast<RangeState>(state),
                                                        owner != nullptr ? owner : "external"));
 }
 
 int api_set_range_state(int device, uint64_t base, int state) {
-  return set_last_error(MemoryRegistry::instance().set_mapped(device, base, state == X_RANGE_MAPPED));
+  if (state < X_RANGE_UNMAPPED || state > X_RANGE_DRAINING) {
+    return set_last_error(Status::Invalid("set_range_state: unknown state " + std::to_string(state)));
+  }
+  return set_last_error(MemoryRegistry::instance().set_state(device, base, static_cast<RangeState>(state)));
 }
 
 int api_unregister_range(int device, uint64_t base) {

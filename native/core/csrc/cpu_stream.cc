@@ -152,8 +152,8 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
     X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, src, bytes, "copy source", true));
     return push([=, &reg] {
       // Checked again at run time: the memory may have been freed or put to sleep meanwhile.
-      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "copy destination", true));
-      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, src, bytes, "copy source", true));
+      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "copy destination", true, CheckAt::kExecute));
+      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, src, bytes, "copy source", true, CheckAt::kExecute));
       std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes);
       return Status::Ok();
     }, nullptr, "copy");
@@ -163,7 +163,7 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
     auto& reg = MemoryRegistry::instance();
     X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "fill destination", true));
     return push([=, &reg] {
-      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "fill destination", true));
+      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "fill destination", true, CheckAt::kExecute));
       auto* p = reinterpret_cast<unsigned char*>(dst);
       if (width == 1) {
         std::memset(p, static_cast<int>(pattern & 0xff), bytes);

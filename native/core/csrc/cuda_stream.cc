@@ -228,11 +228,24 @@ class CudaStream final : public Stream {
     X_RETURN_IF_ERROR(driver(d));
     return use_device(device_);
   }
-  // Memory x knows (host buffers, cumem ranges) must be awake; other pointers the driver checks.
+  // Memory must be known: a registered range (host buffer, cumem allocation), which must be awake,
+  // or memory the driver itself allocated or pinned. An unknown address would be taken by the
+  // driver as pageable host memory and copied by the CPU: a segfault for a bad pointer.
   Status check(uint64_t ptr, uint64_t bytes, const char* what) {
     auto& reg = MemoryRegistry::instance();
+    // Known but asleep, draining or overrun: refused. Known and fine: accepted.
     X_RETURN_IF_ERROR(reg.check(device_, ptr, bytes, what, false));
-    return reg.check(X_DEVICE_CPU, ptr, bytes, what, false);
+    X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, ptr, bytes, what, false));
+    if (reg.check(device_, ptr, bytes, what, true).ok() || reg.check(X_DEVICE_CPU, ptr, bytes, what, true).ok()) {
+      return Status::Ok();
+    }
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    unsigned int type = 0;
+    if (d->cuPointerGetAttribute(&type, cuda::CU_POINTER_ATTRIBUTE_MEMORY_TYPE, ptr) == cuda::CUDA_SUCCESS) {
+      return Status::Ok();
+    }
+    return Status::Invalid(std::string(what) + " " + hex(ptr) + " is neither memory x manages nor memory the CUDA driver knows (expected a HostBuffer, an @x/cumem allocation or device memory)");
   }
   std::mutex mu_;
   cuda::CUstream s_;

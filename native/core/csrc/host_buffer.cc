@@ -25,7 +25,7 @@ Status host_alloc(int device, uint64_t bytes, uint64_t* out) {
         cuda_status(d->cuMemHostAlloc(&p, bytes, cuda::CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc"));
   }
   uint64_t ptr = reinterpret_cast<uint64_t>(p);
-  Status st = MemoryRegistry::instance().add(X_DEVICE_CPU, ptr, bytes, true,
+  Status st = MemoryRegistry::instance().add(X_DEVICE_CPU, ptr, bytes, RangeState::kMapped,
                                              device < 0 ? "HostBuffer" : "HostBuffer(pinned)");
   if (!st.ok()) {
     host_free(device, ptr, bytes);

@@ -15,7 +15,7 @@ MemoryRegistry& MemoryRegistry::instance() {
   return *r;
 }
 
-Status MemoryRegistry::add(int device, uint64_t base, uint64_t size, bool mapped,
+Status MemoryRegistry::add(int device, uint64_t base, uint64_t size, RangeState state,
                            std::string owner) {
   if (size == 0) return Status::Invalid("cannot register an empty range at " + hex(base));
   std::lock_guard<std::mutex> lock(mu_);
@@ -33,15 +33,15 @@ Status MemoryRegistry::add(int device, uint64_t base, uint64_t size, bool mapped
                              hex(prev->second.base));
     }
   }
-  ranges_.emplace(key, RangeInfo{device, base, size, mapped, std::move(owner)});
+  ranges_.emplace(key, RangeInfo{device, base, size, state, std::move(owner)});
   return Status::Ok();
 }
 
-Status MemoryRegistry::set_mapped(int device, uint64_t base, bool mapped) {
+Status MemoryRegistry::set_state(int device, uint64_t base, RangeState state) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = ranges_.find({device, base});
   if (it == ranges_.end()) return Status::Invalid("no registered range starts at " + hex(base));
-  it->second.mapped = mapped;
+  it->second.state = state;
   return Status::Ok();
 }
 
@@ -54,7 +54,7 @@ Status MemoryRegistry::remove(int device, uint64_t base) {
 }
 
 Status MemoryRegistry::check(int device, uint64_t ptr, uint64_t size, const char* what,
-                             bool known_required) const {
+                             bool known_required, CheckAt at) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = ranges_.upper_bound({device, ptr});
   if (it != ranges_.begin()) {
@@ -65,7 +65,9 @@ Status MemoryRegistry::check(int device, uint64_t ptr, uint64_t size, const char
                                " runs past the end of its allocation (" + r.owner + ", " +
                                std::to_string(r.size) + " bytes at " + hex(r.base) + ")");
       }
-      if (!r.mapped) {
+      bool usable = r.state == RangeState::kMapped ||
+                    (r.state == RangeState::kDraining && at == CheckAt::kExecute);
+      if (!usable) {
         return Status::Error(Code::kAsleep, std::string(what) + " " + hex(ptr) +
                                                 " lies in memory that is asleep (" + r.owner +
                                                 "); wake it before use");

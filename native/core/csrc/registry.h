@@ -13,25 +13,32 @@
 
 namespace x {
 
+enum class RangeState { kUnmapped = 0, kMapped = 1, kDraining = 2 };
+
 struct RangeInfo {
   int device = -1;
   uint64_t base = 0;
   uint64_t size = 0;
-  bool mapped = true;
+  RangeState state = RangeState::kMapped;
   std::string owner;
 };
+
+// When a check happens: at enqueue (draining memory refused) or when queued work runs (draining
+// memory still usable: the sleep that drains it waits for exactly this work).
+enum class CheckAt { kEnqueue, kExecute };
 
 class MemoryRegistry {
  public:
   static MemoryRegistry& instance();
 
-  Status add(int device, uint64_t base, uint64_t size, bool mapped, std::string owner);
-  Status set_mapped(int device, uint64_t base, bool mapped);
+  Status add(int device, uint64_t base, uint64_t size, RangeState state, std::string owner);
+  Status set_state(int device, uint64_t base, RangeState state);
   Status remove(int device, uint64_t base);
   // OK when [ptr, ptr+size) lies in one mapped range; kAsleep if in an unmapped one; kInvalidArgument
   // naming `what` otherwise. `known_required` false lets unknown memory pass (CUDA streams, where
   // the driver validates device pointers itself).
-  Status check(int device, uint64_t ptr, uint64_t size, const char* what, bool known_required) const;
+  Status check(int device, uint64_t ptr, uint64_t size, const char* what, bool known_required,
+               CheckAt at = CheckAt::kEnqueue) const;
   std::vector<RangeInfo> snapshot() const;
 
  private:

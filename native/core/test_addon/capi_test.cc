@@ -127,7 +127,7 @@ Napi::Value SetRangeState(const Napi::CallbackInfo& info) {
   bool l = true;
   fail(info.Env(), api,
        api->set_range_state(info[1].As<Napi::Number>().Int32Value(), info[2].As<Napi::BigInt>().Uint64Value(&l),
-                            info[3].ToBoolean() ? X_RANGE_MAPPED : X_RANGE_UNMAPPED));
+                            info[3].As<Napi::Number>().Int32Value()));
   return info.Env().Undefined();
 }
 Napi::Value UnregisterRange(const Napi::CallbackInfo& info) {

@@ -51,8 +51,9 @@ typedef int (*x_host_fn)(void* user_data);
 /* Called exactly once after the host function ran or was dropped (stream shut down). */
 typedef void (*x_cleanup_fn)(void* user_data);
 
-/* States of a registered memory range. */
-enum { X_RANGE_UNMAPPED = 0, X_RANGE_MAPPED = 1 };
+/* States of a registered memory range. DRAINING: a sleep is quiescing the range: work already
+ * enqueued may still touch it, new work is refused with X_ERR_ASLEEP. */
+enum { X_RANGE_UNMAPPED = 0, X_RANGE_MAPPED = 1, X_RANGE_DRAINING = 2 };
 
 typedef struct x_core_api {
   uint32_t version; /* X_CORE_API_VERSION of the core that filled the table */
@@ -84,7 +85,7 @@ typedef struct x_core_api {
   int (*set_range_state)(int device, uint64_t base, int state);
   int (*unregister_range)(int device, uint64_t base);
   /* X_SUCCESS when [ptr, ptr+size) lies inside one mapped range; X_ERR_ASLEEP when inside an unmapped
-   * one; X_ERR_INVALID_ARGUMENT when x does not know the memory. */
+   * or draining one; X_ERR_INVALID_ARGUMENT when x does not know the memory. */
   int (*check_range)(int device, uint64_t ptr, uint64_t size);
 } x_core_api;
 

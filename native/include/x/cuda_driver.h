@@ -42,6 +42,7 @@ constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr int CU_DEVICE_ATTRIBUTE_PCI_BUS_ID = 33;
 constexpr int CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102;
+constexpr int CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2;
 
 // Virtual memory management (used by @x/cumem).
 enum CUmemAllocationType { CU_MEM_ALLOCATION_TYPE_PINNED = 0x1 };
@@ -126,6 +127,7 @@ struct Driver {
   CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc*, size_t);
   CUresult (*cuMemGetAllocationGranularity)(size_t*, const CUmemAllocationProp*,
                                             CUmemAllocationGranularity_flags);
+  CUresult (*cuPointerGetAttribute)(void*, int, CUdeviceptr);
 };
 
 // The result of opening the driver once per process: either a usable table or the reason why not.
@@ -225,6 +227,7 @@ inline const DriverLoad& load_driver() {
     ok &= resolve(lib, d.cuMemUnmap, "cuMemUnmap");
     ok &= resolve(lib, d.cuMemSetAccess, "cuMemSetAccess");
     ok &= resolve(lib, d.cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity");
+    ok &= resolve(lib, d.cuPointerGetAttribute, "cuPointerGetAttribute");
     if (!ok) {
       load.why = std::string("the NVIDIA driver in ") + load.library +
                  " lacks entry points x needs (driver too old?)";

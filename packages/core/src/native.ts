@@ -46,7 +46,13 @@ export interface CoreNative {
   deviceAllocForTesting(device: number, bytes: bigint): bigint;
   deviceFreeForTesting(device: number, ptr: bigint): void;
   capi(): bigint;
-  ranges(): Array<{ device: number; base: bigint; size: bigint; mapped: boolean; owner: string }>;
+  ranges(): Array<{
+    device: number;
+    base: bigint;
+    size: bigint;
+    state: 'mapped' | 'unmapped' | 'draining';
+    owner: string;
+  }>;
 }
 
 /** The package root: dist/ (built) and src/ (tests) both sit one level below it. */

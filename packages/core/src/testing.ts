@@ -24,7 +24,7 @@ export function registeredRanges(): Array<{
   device: number;
   base: bigint;
   size: bigint;
-  mapped: boolean;
+  state: 'mapped' | 'unmapped' | 'draining';
   owner: string;
 }> {
   return callNative(() => native().ranges());

@@ -20,7 +20,7 @@ interface CapiTest {
   recordAndSync(api: bigint, stream: bigint, timeoutMs: number): boolean;
   waitEvent(api: bigint, stream: bigint, event: bigint): void;
   registerRange(api: bigint, device: number, base: bigint, size: bigint, owner: string): void;
-  setRangeState(api: bigint, device: number, base: bigint, mapped: boolean): void;
+  setRangeState(api: bigint, device: number, base: bigint, state: 0 | 1 | 2): void;
   unregisterRange(api: bigint, device: number, base: bigint): void;
   checkRange(api: bigint, device: number, ptr: bigint, size: bigint): number;
 }
@@ -85,18 +85,30 @@ describe('x_core_api (C function table) from a second addon', () => {
     const device = 5;
     addon.registerRange(api, device, 0x7000_0000n, 4096n, 'cumem(kv_cache)');
     expect(addon.checkRange(api, device, 0x7000_0010n, 16n)).toBe(0);
-    addon.setRangeState(api, device, 0x7000_0000n, false);
+    addon.setRangeState(api, device, 0x7000_0000n, 0);
     expect(addon.checkRange(api, device, 0x7000_0010n, 16n)).toBe(5); // X_ERR_ASLEEP
     expect(addon.checkRange(api, device, 0x9000_0000n, 16n)).toBe(1); // unknown memory
     addon.unregisterRange(api, device, 0x7000_0000n);
 
     // The same on the CPU device, where streams check the registry: asleep memory is refused.
     const s = Stream.create('cpu');
-    addon.setRangeState(api, -1, host.ptr, false);
+    addon.setRangeState(api, -1, host.ptr, 0);
     expect(() => s.fill(host.ptr, 64, 0, 1)).toThrow(AsleepError);
-    addon.setRangeState(api, -1, host.ptr, true);
+    addon.setRangeState(api, -1, host.ptr, 1);
     s.fill(host.ptr, 64, 3, 1);
     await s.synchronize();
     expect(host.bytes[63]).toBe(3);
+  });
+
+  it('draining memory: queued work still completes, new work is refused', async () => {
+    const host = HostBuffer.alloc(64);
+    host.bytes.fill(0);
+    const s = Stream.create('cpu');
+    s.delay(100).fill(host.ptr, 64, 0x33, 1); // queued before the drain starts
+    addon.setRangeState(api, -1, host.ptr, 2); // X_RANGE_DRAINING
+    expect(() => s.fill(host.ptr, 64, 0x44, 1)).toThrow(AsleepError);
+    await s.synchronize();
+    expect(host.bytes[0]).toBe(0x33);
+    addon.setRangeState(api, -1, host.ptr, 1);
   });
 });

@@ -1,0 +1,97 @@
+// One device's allocations: a table keyed by virtual address, each entry with its size, mapping,
+// physical handle and backup. The JS Allocator owns policy (tags, levels, hooks, barriers); the
+// Pool owns mechanics and never holds its lock while copying.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "x/core_api.h"
+
+namespace x::cumem {
+
+enum class BackupKind { kNone = 0, kHost = 1, kDisk = 2 };
+
+struct Record {
+  uint64_t va = 0;
+  uint64_t size = 0;    // bytes asked for
+  uint64_t padded = 0;  // bytes reserved and mapped (size rounded up to the granularity)
+  bool mapped = false;
+  Physical phys;
+  BackupKind backup = BackupKind::kNone;
+  void* host = nullptr;    // host backup (kHost)
+  std::string path;        // backup file (kDisk)
+  bool backup_valid = false;  // the backup holds the current contents
+};
+
+struct SleepItem {
+  uint64_t va = 0;
+  BackupKind offload = BackupKind::kNone;  // kNone: discard
+  std::string path;                        // for kDisk
+  bool reuse_valid_backup = false;         // skip the copy when the backup is still valid
+};
+
+struct WakeItem {
+  uint64_t va = 0;
+  bool restore = false;      // copy the backup back
+  bool poison = false;       // fill 0xFF (discarded contents)
+  bool keep_backup = false;  // keep the backup after restoring (valid until written)
+};
+
+struct RecordInfo {
+  uint64_t size = 0, padded = 0;
+  bool mapped = false;
+  uint64_t backed_up = 0;  // bytes held in a backup
+};
+
+class Pool {
+ public:
+  static Status create(int device, const x_core_api* core, std::shared_ptr<Pool>* out);
+  ~Pool();
+
+  int device() const { return backend_->device(); }
+  uint64_t granularity() const { return backend_->granularity(); }
+
+  Status alloc(uint64_t size, bool map_now, const std::string& label, uint64_t* va, uint64_t* padded);
+  Status free(uint64_t va);
+  Status set_state(const std::vector<uint64_t>& vas, int state);  // X_RANGE_* in the core registry
+  // Sleep mechanics: quiesce the device, copy offloaded contents out, unmap. All or nothing: if any
+  // copy fails nothing has been unmapped.
+  Status sleep(const std::vector<SleepItem>& items);
+  // Wake mechanics: map every item (all or nothing: on failure everything this call mapped is
+  // unmapped again and `failed_va` names the allocation), restore backups, poison, synchronize.
+  Status wake(const std::vector<WakeItem>& items, uint64_t* failed_va);
+  void drop_backup(uint64_t va);
+  void mark_dirty(uint64_t va);
+  Status info(uint64_t va, RecordInfo* out);
+  // Testing: the next `after` maps succeed, the one after fails with out-of-memory (-1: never).
+  void inject_map_failure(int after) { fail_after_.store(after); }
+  // Frees everything (any state). Idempotent.
+  void shutdown();
+
+ private:
+  Pool(std::unique_ptr<Backend> b, const x_core_api* core) : backend_(std::move(b)), core_(core) {}
+  Status map_one(Record& r);
+  Status unmap_one(Record& r);
+  Status ensure_host_backup(Record& r);
+  void free_backup(Record& r);
+  Status write_disk(const Record& r, const std::string& path);
+  Status read_disk(const Record& r);
+  Status staging(void** out);
+
+  std::unique_ptr<Backend> backend_;
+  const x_core_api* core_;
+  std::mutex mu_;  // guards records_; never held across copies
+  std::map<uint64_t, Record> records_;
+  std::atomic<int> fail_after_{-1};
+  void* staging_ = nullptr;  // pinned chunk for disk transfers
+  bool shut_ = false;
+};
+
+}  // namespace x::cumem
