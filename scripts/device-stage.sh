@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Stages a GPU run of @x/core into .device/ (assumes `pnpm build` already ran):
+# Stages a GPU run into .device/ (run `pnpm build` first):
 #   scripts/device-stage.sh [EXTRA_PATH ...]      # extra paths relative to the repo root
-# then run there with carry [".device"]:
-#   source .device/activate.sh && node packages/core/test/gpu/core.gpu.mjs && node packages/core/bench/copy-bandwidth.mjs
-# The test and bench scripts themselves are tracked files, so they travel with the working tree;
-# .device/tree carries the ignored build outputs they import.
+# It bundles the device-generic vitest suites for Node alone (scripts/gpu-bundle.mjs) and stages
+# every package's built outputs (dist/, dist-gpu/, build/Release/, prebuilds/). Then run there with
+# carry [".device"]:  source .device/activate.sh && bash scripts/gpu-check.sh
+# Test and bench scripts are tracked files, so they travel with the working tree.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 prepare=${X_DEVICE_PREPARE:-/work/shared/device/prepare}
-exec "$prepare" packages/core/dist packages/core/build/Release packages/core/prebuilds \
-  packages/core/package.json "$@"
+node scripts/gpu-bundle.mjs packages/cumem/src/allocator.test.ts
+paths=()
+for pkg in packages/*; do
+  # node_modules/@x holds pnpm's relative links to sibling packages (bare `@x/core` imports).
+  for out in dist dist-gpu build/Release prebuilds node_modules/@x; do
+    [ -e "$pkg/$out" ] && paths+=("$pkg/$out")
+  done
+done
+exec "$prepare" "${paths[@]}" "$@"

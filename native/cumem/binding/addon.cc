@@ -113,6 +113,7 @@ Napi::Value Wake(const Napi::CallbackInfo& info) {
     items[i].restore = o.Get("restore").ToBoolean();
     items[i].poison = o.Get("poison").ToBoolean();
     items[i].keep_backup = o.Get("keepBackup").ToBoolean();
+    items[i].retain_host = o.Get("retainHost").ToBoolean();
   }
   auto failed = std::make_shared<uint64_t>(0);
   return x::napi::run_on_thread(
@@ -141,6 +142,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("padded", Napi::Number::New(env, static_cast<double>(r.padded)));
   o.Set("mapped", Napi::Boolean::New(env, r.mapped));
   o.Set("backedUp", Napi::Number::New(env, static_cast<double>(r.backed_up)));
+  o.Set("hostReserved", Napi::Number::New(env, static_cast<double>(r.host_reserved)));
   return o;
 }
 

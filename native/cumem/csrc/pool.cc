@@ -138,6 +138,12 @@ void Pool::free_backup(Record& r) {
   r.backup_valid = false;
 }
 
+void Pool::invalidate_backup(Record& r, bool retain_host) {
+  if (!retain_host || r.backup != BackupKind::kHost) return free_backup(r);
+  r.backup = BackupKind::kNone;
+  r.backup_valid = false;
+}
+
 Status Pool::staging(void** out) {
   if (staging_ == nullptr) X_RETURN_IF_ERROR(backend_->host_alloc(kStagingBytes, &staging_));
   *out = staging_;
@@ -276,7 +282,7 @@ Status Pool::wake(const std::vector<WakeItem>& items, uint64_t* failed_va) {
   for (size_t i = 0; i < items.size(); i++) {
     Record& r = *recs[i];
     if (items[i].restore && items[i].keep_backup) continue;  // still valid until written
-    free_backup(r);
+    invalidate_backup(r, items[i].retain_host);
   }
   return Status::Ok();
 }
@@ -302,6 +308,7 @@ Status Pool::info(uint64_t va, RecordInfo* out) {
   out->padded = r.padded;
   out->mapped = r.mapped;
   out->backed_up = r.backup == BackupKind::kNone ? 0 : r.padded;
+  out->host_reserved = r.host != nullptr ? r.padded : 0;
   return Status::Ok();
 }
 

@@ -42,12 +42,14 @@ struct WakeItem {
   bool restore = false;      // copy the backup back
   bool poison = false;       // fill 0xFF (discarded contents)
   bool keep_backup = false;  // keep the backup after restoring (valid until written)
+  bool retain_host = false;  // keep the host memory of a dropped backup for the next sleep
 };
 
 struct RecordInfo {
   uint64_t size = 0, padded = 0;
   bool mapped = false;
-  uint64_t backed_up = 0;  // bytes held in a backup
+  uint64_t backed_up = 0;      // bytes of valid backup (host or disk)
+  uint64_t host_reserved = 0;  // bytes of host memory held for backups, valid or not
 };
 
 class Pool {
@@ -81,6 +83,8 @@ class Pool {
   Status unmap_one(Record& r);
   Status ensure_host_backup(Record& r);
   void free_backup(Record& r);
+  // Drops the backup's contents; with retain_host its host memory stays for the next sleep.
+  void invalidate_backup(Record& r, bool retain_host);
   Status write_disk(const Record& r, const std::string& path);
   Status read_disk(const Record& r);
   Status staging(void** out);

@@ -1,5 +1,6 @@
 import {
   AsleepError,
+  type DeviceName,
   HostBuffer,
   InvalidArgumentError,
   OutOfMemoryError,
@@ -10,11 +11,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Allocator } from './allocator.js';
 import { randomBytes, sha } from './test-util.js';
 
+// The same suite runs on the CPU in CI and on a GPU with X_TEST_DEVICE=cuda:0 (see docs/gpu.md).
+const DEVICE = (process.env.X_TEST_DEVICE ?? 'cpu') as DeviceName;
 const open: Allocator[] = [];
 async function make(
   options: Partial<Parameters<typeof Allocator.create>[0]> = {},
 ): Promise<Allocator> {
-  const a = await Allocator.create({ device: 'cpu', ...options });
+  const a = await Allocator.create({ device: DEVICE, ...options });
   open.push(a);
   return a;
 }
@@ -22,7 +25,7 @@ afterEach(async () => {
   for (const a of open.splice(0)) await a.dispose();
 });
 
-describe('Allocator on the CPU backend', () => {
+describe(`Allocator on ${DEVICE}`, () => {
   it('keeps addresses identical across sleep and wake, and restores offloaded bytes exactly', async () => {
     const a = await make();
     const w = a.alloc(3 * 4096 + 17, { tag: 'weights', owner: 'layer0.mlp' });
@@ -64,7 +67,7 @@ describe('Allocator on the CPU backend', () => {
   it('sleep waits for queued stream work that writes a tagged buffer; nothing faults', async () => {
     const a = await make();
     const kv = a.alloc(1 << 20, { tag: 'weights', owner: 'w' });
-    const s = Stream.create('cpu');
+    const s = Stream.create(DEVICE);
     a.registerStream(s);
     s.delay(200).fill(kv.ptr, 1 << 20, 0x5c, 1); // still queued when sleep is called
     const t0 = Date.now();
@@ -84,8 +87,8 @@ describe('Allocator on the CPU backend', () => {
     await expect(kv.read(0, 8)).rejects.toThrow(AsleepError);
     await expect(kv.write(0, new Uint8Array(8))).rejects.toThrow(AsleepError);
     expect(() => a.alloc(64, { tag: 'kv_cache' })).toThrow(AsleepError);
-    const s = Stream.create('cpu');
-    const host = HostBuffer.alloc(64);
+    const s = Stream.create(DEVICE);
+    const host = HostBuffer.alloc(64, { device: DEVICE });
     expect(() => s.copy(host.ptr, kv.ptr, 64)).toThrow(/asleep/);
   });
 
@@ -112,7 +115,7 @@ describe('Allocator on the CPU backend', () => {
     await a.sleep({ level: 2 });
     expect(meta.state).toBe('awake');
     expect(sha(await meta.read(0, 256))).toBe(sha(m));
-    expect(a.stats().weights).toEqual({ allocated: 256, mapped: 0, backedUp: 0 });
+    expect(a.stats().weights).toEqual({ allocated: 256, mapped: 0, backedUp: 0, hostReserved: 0 });
     await a.wake();
     expect((await w.read(0, 256)).every((b) => b === 0xff)).toBe(true);
     await expect(a.sleep({ level: 3 as 1 })).rejects.toThrow(
@@ -149,7 +152,13 @@ describe('Allocator on the CPU backend', () => {
       }
     }
     const st = a.stats();
-    expect(st.weights).toEqual({ allocated: 4096, mapped: 4096, backedUp: 0 });
+    // The backup's contents are dropped at wake; its host memory is kept for the next sleep.
+    expect(st.weights).toEqual({
+      allocated: 4096,
+      mapped: w.paddedSize,
+      backedUp: 0,
+      hostReserved: w.paddedSize,
+    });
   });
 
   it('frees allocations while asleep, and their backups with them', async () => {
@@ -157,10 +166,15 @@ describe('Allocator on the CPU backend', () => {
     const w = a.alloc(8192, { tag: 'weights', owner: 'gone' });
     const keep = a.alloc(4096, { tag: 'weights', owner: 'stays' });
     await a.sleep();
-    expect(a.stats().weights?.backedUp).toBe(8192 + 4096);
+    expect(a.stats().weights?.backedUp).toBe(w.paddedSize + keep.paddedSize);
     a.free(w);
     expect(w.state).toBe('freed');
-    expect(a.stats().weights).toEqual({ allocated: 4096, mapped: 0, backedUp: 4096 });
+    expect(a.stats().weights).toEqual({
+      allocated: 4096,
+      mapped: 0,
+      backedUp: keep.paddedSize,
+      hostReserved: keep.paddedSize,
+    });
     await a.wake();
     expect(a.audit().map((e) => e.owner)).toEqual(['stays']);
     expect(() => a.free(w)).toThrow(InvalidArgumentError);
@@ -177,10 +191,11 @@ describe('Allocator on the CPU backend', () => {
     const err = await a.wake().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OutOfMemoryError);
     expect((err as OutOfMemoryError).tag).toBe('weights');
-    expect((err as OutOfMemoryError).bytes).toBe(4096 * 3);
+    expect((err as OutOfMemoryError).bytes).toBe(ws[2]!.paddedSize);
     expect(a.isAsleep('weights')).toBe(true);
     expect(a.stats().weights?.mapped).toBe(0); // what the failed wake mapped was unmapped again
-    expect(a.stats().weights?.backedUp).toBe(4096 * 10); // backups kept for the retry
+    const padded = ws.reduce((n, w) => n + w.paddedSize, 0);
+    expect(a.stats().weights?.backedUp).toBe(padded); // backups kept for the retry
     await a.wake();
     for (const [i, w] of ws.entries()) expect(sha(await w.read(0, w.size))).toBe(sha(data[i]!));
   });
@@ -196,7 +211,7 @@ describe('Allocator on the CPU backend', () => {
       await a.wake();
     }
     for (const [i, al] of allocs.entries()) {
-      expect(al.paddedSize % 4096).toBe(0);
+      expect(al.paddedSize % a.granularity).toBe(0);
       expect(sha(await al.read(0, al.size))).toBe(sha(data[i]!));
     }
     await expect(allocs[0]!.read(0, 2)).rejects.toThrow('Expected a range inside 1 bytes');
@@ -266,9 +281,9 @@ describe('Allocator on the CPU backend', () => {
     await f.write(0, v1);
     await a.sleep({ tags: ['frozen'] });
     await a.wake({ tags: ['frozen'] });
-    expect(a.stats().frozen?.backedUp).toBe(4096); // kept after wake
+    expect(a.stats().frozen?.backedUp).toBe(f.paddedSize); // kept after wake
     // A device-side change that nobody declared: the kept backup wins (the documented contract).
-    const s = Stream.create('cpu');
+    const s = Stream.create(DEVICE);
     s.fill(f.ptr, 4096, 0, 1);
     await s.synchronize();
     await a.sleep({ tags: ['frozen'] });
@@ -282,6 +297,19 @@ describe('Allocator on the CPU backend', () => {
     expect(sha(await f.read(0, 4096))).toBe(sha(v2));
   });
 
+  it('reuseHostMemory: false returns host memory at wake', async () => {
+    const a = await make();
+    a.defineTag('lean', { onSleep: 'offload', reuseHostMemory: false });
+    const l = a.alloc(4096, { tag: 'lean' });
+    const data = randomBytes(4096);
+    await l.write(0, data);
+    await a.sleep({ tags: ['lean'] });
+    expect(a.stats().lean?.hostReserved).toBe(l.paddedSize);
+    await a.wake({ tags: ['lean'] });
+    expect(a.stats().lean?.hostReserved).toBe(0);
+    expect(sha(await l.read(0, 4096))).toBe(sha(data));
+  });
+
   it('offloads to disk', async () => {
     const a = await make();
     a.defineTag('cold', { onSleep: 'offload', offloadTo: 'disk' });
@@ -289,7 +317,12 @@ describe('Allocator on the CPU backend', () => {
     const data = randomBytes(200_001);
     await c.write(0, data);
     await a.sleep({ tags: ['cold'] });
-    expect(a.stats().cold).toEqual({ allocated: 200_001, mapped: 0, backedUp: 200_704 });
+    expect(a.stats().cold).toEqual({
+      allocated: 200_001,
+      mapped: 0,
+      backedUp: c.paddedSize,
+      hostReserved: 0,
+    });
     await a.wake({ tags: ['cold'] });
     expect(sha(await c.read(0, c.size))).toBe(sha(data));
     expect(a.stats().cold?.backedUp).toBe(0);
@@ -299,13 +332,18 @@ describe('Allocator on the CPU backend', () => {
     const a = await make();
     const w = a.alloc(5000, { tag: 'weights', owner: 'embed' });
     a.alloc(100, { tag: 'meta', owner: 'block_table' });
-    expect(a.stats().weights).toEqual({ allocated: 5000, mapped: 8192, backedUp: 0 });
+    expect(a.stats().weights).toEqual({
+      allocated: 5000,
+      mapped: w.paddedSize,
+      backedUp: 0,
+      hostReserved: 0,
+    });
     await a.sleep({ tags: ['weights'] });
     expect(a.audit()).toEqual([
       {
         ptr: w.ptr,
         size: 5000,
-        paddedSize: 8192,
+        paddedSize: w.paddedSize,
         tag: 'weights',
         owner: 'embed',
         state: 'asleep',
@@ -325,11 +363,53 @@ describe('Allocator on the CPU backend', () => {
     const x = a.alloc(64, { tag: 'activations' });
     const t = x.tensor('f32', [4, 4]);
     expect(t.ptr).toBe(x.ptr);
-    const s = Stream.create('cpu');
+    const s = Stream.create(DEVICE);
     s.fill(t.slice(0, 2, 4).ptr, 32, 0x3f800000, 4); // rows 2..3 = 1.0f
     await s.synchronize();
     const f = new Float32Array((await x.read(0, 64)).buffer);
     expect([...f.slice(8)]).toEqual(new Array(8).fill(1));
     expect(() => x.tensor('f32', [5, 4])).toThrow(InvalidArgumentError);
+  });
+  it('1,000 tight wake→sleep cycles keep offloaded contents exact', async () => {
+    const a = await Allocator.create({ device: DEVICE });
+    const ws = [16 * 1024, 16 * 1024 + 5].map((n, i) =>
+      a.alloc(n, { tag: 'weights', owner: `w${i}` }),
+    );
+    const data = ws.map((w) => randomBytes(w.size));
+    for (const [i, w] of ws.entries()) await w.write(0, data[i]!);
+    const want = data.map(sha);
+    await a.sleep();
+    for (let c = 0; c < 1000; c++) {
+      // Not awaited in between: the allocator serializes, and wake must finish restores first.
+      const woke = a.wake();
+      const slept = a.sleep();
+      await Promise.all([woke, slept]);
+      if (c % 100 === 99) {
+        await a.wake();
+        for (const [i, w] of ws.entries()) expect(sha(await w.read(0, w.size))).toBe(want[i]);
+        await a.sleep();
+      }
+    }
+    await a.wake();
+    for (const [i, w] of ws.entries()) expect(sha(await w.read(0, w.size))).toBe(want[i]);
+    await a.dispose();
+  }, 60_000);
+
+  it('two allocators in one process sleep independently', async () => {
+    const a = await Allocator.create({ device: DEVICE });
+    const b = await Allocator.create({ device: DEVICE });
+    const wa = a.alloc(4096, { tag: 'weights' });
+    const wb = b.alloc(4096, { tag: 'weights' });
+    const da = randomBytes(4096);
+    const db = randomBytes(4096);
+    await wa.write(0, da);
+    await wb.write(0, db);
+    await a.sleep();
+    expect(wb.state).toBe('awake');
+    expect(sha(await wb.read(0, 4096))).toBe(sha(db));
+    await a.wake();
+    expect(sha(await wa.read(0, 4096))).toBe(sha(da));
+    await a.dispose();
+    await b.dispose();
   });
 });

@@ -63,8 +63,10 @@ export interface TagStats {
   allocated: number;
   /** Bytes of physical memory mapped now. */
   mapped: number;
-  /** Bytes held in host or disk backups. */
+  /** Bytes of valid backups (host or disk). */
   backedUp: number;
+  /** Bytes of host memory held for backups, valid or kept for reuse (see reuseHostMemory). */
+  hostReserved: number;
 }
 
 export interface AuditEntry {
@@ -131,6 +133,11 @@ export class Allocator implements AllocationHost {
     const device = parseDevice(options.device, 'options.device');
     const pool = call(() => native().createPool(device.index, capi()));
     return new Allocator(device, pool, options);
+  }
+
+  /** Sizes are rounded up to this many bytes (page size on the CPU, VMM granularity on CUDA). */
+  get granularity(): number {
+    return native().granularity(this.#pool);
   }
 
   /** Defines a tag (or redefines one that has no allocations). */
@@ -246,13 +253,16 @@ export class Allocator implements AllocationHost {
   /** Bytes per tag: allocated, mapped and backed up. */
   stats(): Record<string, TagStats> {
     const out: Record<string, TagStats> = {};
-    for (const name of this.#tags.keys()) out[name] = { allocated: 0, mapped: 0, backedUp: 0 };
+    for (const name of this.#tags.keys()) {
+      out[name] = { allocated: 0, mapped: 0, backedUp: 0, hostReserved: 0 };
+    }
     for (const a of this.#live.values()) {
       const i = native().info(this.#pool, a.ptr);
       const s = out[a.tag]!;
       s.allocated += a.size;
       if (i.mapped) s.mapped += i.padded;
       s.backedUp += i.backedUp;
+      s.hostReserved += i.hostReserved;
     }
     return out;
   }
@@ -344,6 +354,7 @@ export class Allocator implements AllocationHost {
         restore: t.offloaded,
         poison: this.poison && !t.offloaded,
         keepBackup: t.offloaded && t.options.keepBackup === true,
+        retainHost: t.options.reuseHostMemory !== false,
       };
     });
     try {

@@ -19,6 +19,7 @@ export interface NativeWakeItem {
   restore: boolean;
   poison: boolean;
   keepBackup: boolean;
+  retainHost: boolean;
 }
 
 /** The typed surface of x_cumem.node (native/cumem/binding/addon.cc). Internal. */
@@ -35,7 +36,7 @@ export interface CumemNative {
   info(
     pool: NativeHandleLike,
     va: bigint,
-  ): { size: number; padded: number; mapped: boolean; backedUp: number };
+  ): { size: number; padded: number; mapped: boolean; backedUp: number; hostReserved: number };
   injectMapFailure(pool: NativeHandleLike, after: number): void;
   shutdown(pool: NativeHandleLike): void;
 }

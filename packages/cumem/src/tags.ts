@@ -15,6 +15,12 @@ export interface TagOptions {
    * Contract: memory of such a tag is read-only after wake unless you call markDirty().
    */
   keepBackup?: boolean;
+  /**
+   * Keep the (pinned) host memory of a host backup after wake, so the next sleep copies at full
+   * link speed instead of first allocating and pinning it again. Default true; false returns the
+   * host memory at every wake.
+   */
+  reuseHostMemory?: boolean;
 }
 
 /** Tags every allocator has. */
@@ -46,12 +52,15 @@ export function checkTag(name: unknown, options: unknown): TagOptions {
   if (o.offloadTo !== undefined && o.offloadTo !== 'host' && o.offloadTo !== 'disk') {
     throw new InvalidArgumentError(`${name}.offloadTo`, '"host" or "disk"', o.offloadTo);
   }
-  if (o.keepBackup !== undefined && typeof o.keepBackup !== 'boolean') {
-    throw new InvalidArgumentError(`${name}.keepBackup`, 'a boolean', o.keepBackup);
+  for (const key of ['keepBackup', 'reuseHostMemory'] as const) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') {
+      throw new InvalidArgumentError(`${name}.${key}`, 'a boolean', o[key]);
+    }
   }
   return {
     onSleep: o.onSleep!,
     offloadTo: o.offloadTo ?? 'host',
     keepBackup: o.keepBackup ?? false,
+    reuseHostMemory: o.reuseHostMemory ?? true,
   };
 }

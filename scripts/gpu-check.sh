@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark, in one call on the GPU machine (after `source .device/activate.sh`).
+# Logs and JSON results go to $OUT (or ./gpu-out). Exit status: non-zero if any check failed;
+# benchmarks always report.
+set -uo pipefail
+out=${OUT:-gpu-out}
+mkdir -p "$out"
+export OUT=$out X_TEST_DEVICE=${X_TEST_DEVICE:-cuda:0} NCCL_NVLS_ENABLE=0
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+status=0
+run() {
+  local name=$1
+  shift
+  echo "== $name"
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 12 "$out/$name.log"
+  [ $rc -eq 0 ] || { echo "!! $name failed (rc=$rc)"; status=1; }
+}
+run core-gpu node packages/core/test/gpu/core.gpu.mjs
+run cumem-suite node packages/cumem/dist-gpu/allocator.test.mjs
+run cumem-gpu node packages/cumem/test/gpu/cumem.gpu.mjs
+run bench-core node packages/core/bench/copy-bandwidth.mjs
+run bench-cumem node packages/cumem/bench/sleep-wake.mjs
+grep -h -A8 '^| ' "$out"/bench-*.log
+exit $status
