@@ -123,6 +123,12 @@ Napi::Value Wake(const Napi::CallbackInfo& info) {
       });
 }
 
+Napi::Value ReserveBackups(const Napi::CallbackInfo& info) {
+  auto pool = pool_of(info[0]);
+  std::vector<uint64_t> vas = vas_of(info[1]);
+  return x::napi::run_on_thread(info.Env(), [pool, vas = std::move(vas)] { return pool->reserve_backups(vas); });
+}
+
 Napi::Value DropBackup(const Napi::CallbackInfo& info) {
   pool_of(info[0])->drop_backup(u64(info[1], "va"));
   return info.Env().Undefined();
@@ -167,6 +173,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setState", Napi::Function::New(env, SetState));
   exports.Set("sleep", Napi::Function::New(env, Sleep));
   exports.Set("wake", Napi::Function::New(env, Wake));
+  exports.Set("reserveBackups", Napi::Function::New(env, ReserveBackups));
   exports.Set("dropBackup", Napi::Function::New(env, DropBackup));
   exports.Set("markDirty", Napi::Function::New(env, MarkDirty));
   exports.Set("info", Napi::Function::New(env, Info));

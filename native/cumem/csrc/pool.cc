@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace x::cumem {
 namespace {
@@ -129,6 +130,43 @@ Status Pool::ensure_host_backup(Record& r) {
   return st;
 }
 
+// Pinning host memory is slow in the driver (~2 GB/s per thread); spread it over threads. Each
+// record is touched by exactly one thread, and JS serializes operations on records.
+Status Pool::ensure_host_backups(const std::vector<Record*>& recs) {
+  std::vector<Record*> todo;
+  for (Record* r : recs) {
+    if (r->host == nullptr) todo.push_back(r);
+  }
+  if (todo.empty()) return Status::Ok();
+  unsigned n = std::min<unsigned>(8, std::max(1u, std::thread::hardware_concurrency()));
+  n = std::min<unsigned>(n, static_cast<unsigned>(todo.size()));
+  std::vector<Status> results(n);
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < n; t++) {
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < todo.size() && results[t].ok(); i += n) results[t] = ensure_host_backup(*todo[i]);
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const Status& st : results) {
+    if (!st.ok()) return st;
+  }
+  return Status::Ok();
+}
+
+Status Pool::reserve_backups(const std::vector<uint64_t>& vas) {
+  std::vector<Record*> recs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint64_t va : vas) {
+      auto f = records_.find(va);
+      if (f == records_.end()) return Status::Invalid("no allocation at " + hex(va));
+      recs.push_back(&f->second);
+    }
+  }
+  return ensure_host_backups(recs);
+}
+
 void Pool::free_backup(Record& r) {
   if (r.host != nullptr) backend_->host_free(r.host, r.padded);
   r.host = nullptr;
@@ -196,18 +234,17 @@ Status Pool::sleep(const std::vector<SleepItem>& items) {
       recs.push_back(&f->second);  // std::map nodes are stable; JS serializes ops on a record
     }
   }
-  X_RETURN_IF_ERROR(backend_->quiesce());
+  // Pin missing host backups first (in parallel); nothing is copied or unmapped yet.
+  std::vector<Record*> need_host;
   for (size_t i = 0; i < items.size(); i++) {
     const SleepItem& it = items[i];
     Record& r = *recs[i];
-    if (!r.mapped) continue;
-    if (it.offload == BackupKind::kNone) continue;
-    if (it.reuse_valid_backup && r.backup_valid && r.backup == it.offload) continue;
-    if (it.offload == BackupKind::kHost) {
-      X_RETURN_IF_ERROR(ensure_host_backup(r));
-      X_RETURN_IF_ERROR(backend_->to_host(r.host, r.va, r.padded));
-    }
+    bool reuse = it.reuse_valid_backup && r.backup_valid && r.backup == it.offload;
+    if (r.mapped && it.offload == BackupKind::kHost && !reuse) need_host.push_back(&r);
   }
+  X_RETURN_IF_ERROR(ensure_host_backups(need_host));
+  X_RETURN_IF_ERROR(backend_->quiesce());
+  for (Record* r : need_host) X_RETURN_IF_ERROR(backend_->to_host(r->host, r->va, r->padded));
   X_RETURN_IF_ERROR(backend_->sync_copies());
   for (size_t i = 0; i < items.size(); i++) {
     const SleepItem& it = items[i];

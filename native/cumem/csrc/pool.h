@@ -69,6 +69,9 @@ class Pool {
   // Wake mechanics: map every item (all or nothing: on failure everything this call mapped is
   // unmapped again and `failed_va` names the allocation), restore backups, poison, synchronize.
   Status wake(const std::vector<WakeItem>& items, uint64_t* failed_va);
+  // Allocates (pins) host backup memory for the given allocations now, on several threads, so a
+  // later sleep only copies.
+  Status reserve_backups(const std::vector<uint64_t>& vas);
   void drop_backup(uint64_t va);
   void mark_dirty(uint64_t va);
   Status info(uint64_t va, RecordInfo* out);
@@ -82,6 +85,7 @@ class Pool {
   Status map_one(Record& r);
   Status unmap_one(Record& r);
   Status ensure_host_backup(Record& r);
+  Status ensure_host_backups(const std::vector<Record*>& recs);
   void free_backup(Record& r);
   // Drops the backup's contents; with retain_host its host memory stays for the next sleep.
   void invalidate_backup(Record& r, bool retain_host);

@@ -310,6 +310,20 @@ describe(`Allocator on ${DEVICE}`, () => {
     expect(sha(await l.read(0, 4096))).toBe(sha(data));
   });
 
+  it('reserveBackups pins host memory ahead of the first sleep', async () => {
+    const a = await make();
+    const w = a.alloc(10_000, { tag: 'weights' });
+    const data = randomBytes(10_000);
+    await w.write(0, data);
+    await a.reserveBackups();
+    expect(a.stats().weights).toMatchObject({ backedUp: 0, hostReserved: w.paddedSize });
+    await a.sleep();
+    expect(a.stats().weights).toMatchObject({ backedUp: w.paddedSize, hostReserved: w.paddedSize });
+    await a.wake();
+    expect(sha(await w.read(0, w.size))).toBe(sha(data));
+    await expect(a.reserveBackups({ tags: ['nope'] })).rejects.toThrow(InvalidArgumentError);
+  });
+
   it('offloads to disk', async () => {
     const a = await make();
     a.defineTag('cold', { onSleep: 'offload', offloadTo: 'disk' });

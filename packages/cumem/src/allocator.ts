@@ -250,6 +250,24 @@ export class Allocator implements AllocationHost {
     return this.#serial(() => this.#wake(options));
   }
 
+  /**
+   * Allocates the host memory that sleeping `tags` (default: every host-offload tag) will copy into,
+   * now. Pinning is the slow part of a first sleep (seconds for many GiB); an engine can pay it at
+   * load time instead. The memory is kept (see reuseHostMemory) and counted in hostReserved.
+   */
+  reserveBackups(options: { tags?: string[] } = {}): Promise<void> {
+    return this.#serial(async () => {
+      const names = (options.tags ?? [...this.#tags.keys()]).filter((n) => {
+        const t = this.#tag(n).options;
+        return t.onSleep === 'offload' && t.offloadTo !== 'disk';
+      });
+      const vas = this.#allocsOf(names).map((a) => a.ptr);
+      await native()
+        .reserveBackups(this.#pool, vas)
+        .catch((e: unknown) => Promise.reject(fromNativeError(e)));
+    });
+  }
+
   /** Bytes per tag: allocated, mapped and backed up. */
   stats(): Record<string, TagStats> {
     const out: Record<string, TagStats> = {};

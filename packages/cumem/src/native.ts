@@ -31,6 +31,7 @@ export interface CumemNative {
   setState(pool: NativeHandleLike, vas: bigint[], state: 0 | 1 | 2): void;
   sleep(pool: NativeHandleLike, items: NativeSleepItem[]): Promise<void>;
   wake(pool: NativeHandleLike, items: NativeWakeItem[]): Promise<void>;
+  reserveBackups(pool: NativeHandleLike, vas: bigint[]): Promise<void>;
   dropBackup(pool: NativeHandleLike, va: bigint): void;
   markDirty(pool: NativeHandleLike, va: bigint): void;
   info(
