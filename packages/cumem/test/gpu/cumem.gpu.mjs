@@ -11,7 +11,7 @@ const DEVICE = process.env.X_TEST_DEVICE ?? 'cuda:0';
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 
-async function readWord(a, alloc, offset) {
+async function readWord(alloc, offset) {
   const b = await alloc.read(offset, 8);
   return new DataView(b.buffer, b.byteOffset).getBigUint64(0, true);
 }
@@ -34,7 +34,7 @@ describe(`@x/cumem on ${DEVICE}`, () => {
     await s.synchronize(); // no error on the stream
     await a.wake();
     for (const off of [0, 128 * MiB, 256 * MiB - 8])
-      assert.equal(await readWord(a, w, off), pattern);
+      assert.equal(await readWord(w, off), pattern);
     await a.dispose();
   });
 
@@ -71,7 +71,7 @@ describe(`@x/cumem on ${DEVICE}`, () => {
       deviceFreeForTesting(DEVICE, filler);
     }
     await a.wake();
-    assert.equal(await readWord(a, w, GiB - 8), 0x5a5a5a5a5a5a5a5an);
+    assert.equal(await readWord(w, GiB - 8), 0x5a5a5a5a5a5a5a5an);
     await a.dispose();
   });
 
@@ -94,7 +94,7 @@ describe(`@x/cumem on ${DEVICE}`, () => {
       ptrs,
     );
     for (const [i, w] of ws.entries())
-      assert.equal(await readWord(a, w, 3 * MiB - 8), BigInt(i + 1) * 0x0101010101010101n);
+      assert.equal(await readWord(w, 3 * MiB - 8), BigInt(i + 1) * 0x0101010101010101n);
     await a.dispose();
   });
 });
