@@ -33,8 +33,7 @@ describe(`@x/cumem on ${DEVICE}`, () => {
     );
     await s.synchronize(); // no error on the stream
     await a.wake();
-    for (const off of [0, 128 * MiB, 256 * MiB - 8])
-      assert.equal(await readWord(w, off), pattern);
+    for (const off of [0, 128 * MiB, 256 * MiB - 8]) assert.equal(await readWord(w, off), pattern);
     await a.dispose();
   });
 
