@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import { collectInfo, formatInfo } from './info.js';
+import { registerLaunch } from './launch.js';
 
 // dist/cli.js → ../package.json is this package's manifest, which npm always ships.
 const { version: cliVersion } = createRequire(import.meta.url)('../package.json') as {
@@ -25,6 +26,8 @@ program
       : formatInfo(report, cliVersion, coreVersion);
     process.stdout.write(`${text}\n`);
   });
+
+registerLaunch(program);
 
 try {
   await program.parseAsync();

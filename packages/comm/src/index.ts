@@ -1,7 +1,20 @@
 /**
- * @x/comm — process groups: gloo (CPU) and NCCL (GPU), rendezvous store, launcher; every op takes an explicit stream.
- *
- * Not built yet. This package deliberately exports nothing: a package whose capability is not
- * built yet exports nothing it cannot do, so no stub can pretend to work. See README.md.
+ * @x/comm — process groups over gloo (CPU) with explicit streams, a rendezvous store (TCP served
+ * by rank 0, or a file store on one host) and a launcher that starts one process per rank.
+ * Tensor operations take the Stream they run on; there is no current stream.
  */
-export {};
+export {
+  type ExchangeItem,
+  type HostArray,
+  type P2POptions,
+  ProcessGroup,
+  type ReduceOp,
+} from './group.js';
+export { type InitGroupOptions, initGroup } from './init-group.js';
+export { type LaunchOptions, type LaunchResult, launch } from './launch.js';
+export {
+  DEFAULT_STORE_TIMEOUT_MS,
+  Store,
+  type StoreCallOptions,
+  StoreServer,
+} from './store.js';
