@@ -1,0 +1,35 @@
+// Hot inner loops with an AVX2+FMA version picked at run time (and a portable one), so the addon
+// is built once for x86-64 and still uses the vector units where the CPU has them.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace x::kernels {
+
+// bf16 is the top half of an f32.
+inline float bf16_to_f32(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline float load_weight(const void* w, bool bf16, int64_t i) {
+  return bf16 ? bf16_to_f32(static_cast<const uint16_t*>(w)[i]) : static_cast<const float*>(w)[i];
+}
+
+// sum a[i]*b[i], f32 accumulate.
+float dot_f32(const float* a, const float* b, int64_t n);
+// y[i] += s * x[i]
+void axpy_f32(float* y, float s, const float* x, int64_t n);
+
+// A tile of out = a · wᵀ: out[i*ldo + j] = sum_k a[i*lda + k] * w[j*ldw + k] for i < mr (≤ 3),
+// j < nr (≤ 4). w is f32 or bf16 (`bf16`); accumulation is f32.
+void matmul_tile(const float* a, int64_t lda, int mr, const void* w, int64_t ldw, bool bf16, int nr,
+                 int64_t k, float* out, int64_t ldo);
+
+// True when the AVX2+FMA paths are in use (reported by the addon for benchmarks).
+bool simd_avx2();
+
+}  // namespace x::kernels

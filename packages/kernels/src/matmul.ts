@@ -1,0 +1,46 @@
+import { callNative, type Stream, type Tensor } from '@x/core';
+import { assertShape, assertTensor, contiguous, cpuStream, mat } from './check.js';
+import { native } from './native.js';
+
+/** Options of {@link matmul}. */
+export interface MatmulOptions {
+  /** Added to every row of the result: [N] f32|bf16 (Qwen2's q/k/v bias). */
+  bias?: Tensor;
+}
+
+/**
+ * out = a · wᵀ (+ bias): the layout of a Hugging Face Linear (w is [out_features, in_features]).
+ * Shapes: out [M, N] f32, a [M, K] f32, w [N, K] f32|bf16 (bf16 widened in the inner loop; f32
+ * accumulation). Rows may be strided (e.g. writing into half of a wider buffer). `out` must not
+ * overlap `a` or `w`.
+ */
+export function matmul(
+  stream: Stream,
+  out: Tensor,
+  a: Tensor,
+  w: Tensor,
+  options: MatmulOptions = {},
+): void {
+  const h = cpuStream(stream);
+  const dev = stream.device.name;
+  assertTensor('out', out, ['f32'], dev);
+  assertTensor('a', a, ['f32'], dev);
+  assertTensor('w', w, ['f32', 'bf16'], dev);
+  assertShape('a', a, [null, null]);
+  assertShape('w', w, [null, a.shape[1]!]);
+  assertShape('out', out, [a.shape[0]!, w.shape[0]!]);
+  let bias: bigint | undefined;
+  if (options.bias !== undefined) {
+    assertTensor('options.bias', options.bias, ['f32', 'bf16'], dev);
+    assertShape('options.bias', contiguous('options.bias', options.bias), [w.shape[0]!]);
+    bias = options.bias.ptr;
+  }
+  const params = {
+    out: mat('out', out),
+    a: mat('a', a),
+    w: mat('w', w),
+    bias,
+    biasBf16: options.bias?.dtype === 'bf16',
+  };
+  callNative(() => native().matmul(h, params));
+}

@@ -1,0 +1,71 @@
+import { callNative, InvalidArgumentError, type Stream, type Tensor } from '@x/core';
+import { assertFinite, assertShape, assertTensor, contiguous, cpuStream, mat } from './check.js';
+import { native } from './native.js';
+import { cacheLayout } from './reshape-and-cache.js';
+
+/** Batch metadata of {@link pagedAttention} (all i32, on the stream's device). */
+export interface PagedAttentionOptions {
+  /** [B, maxBlocks]: block ids of each sequence, in order. */
+  blockTables: Tensor;
+  /** [B]: context length of each sequence including this step's tokens. */
+  seqLens: Tensor;
+  /** [B+1]: sequence b owns query tokens [queryStartLoc[b], queryStartLoc[b+1]). */
+  queryStartLoc: Tensor;
+  /** Softmax scale, usually headDim^-0.5. */
+  scale: number;
+}
+
+/**
+ * Causal attention of a mixed batch (prefill chunks and decode tokens) over the paged cache. Query
+ * token i of sequence b (of qlen_b = queryStartLoc[b+1] − queryStartLoc[b]) sits at position
+ * seqLens[b] − qlen_b + i and attends to keys [0, that position]. GQA: query head h reads KV head
+ * h / (numHeads / numKvHeads). Shapes: out, q [T, numHeads·headDim] f32; caches
+ * [numBlocks, blockSize, numKvHeads, headDim] f32. Bad metadata fails the stream with its index.
+ */
+export function pagedAttention(
+  stream: Stream,
+  out: Tensor,
+  q: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  options: PagedAttentionOptions,
+): void {
+  const h = cpuStream(stream);
+  const dev = stream.device.name;
+  const layout = cacheLayout(kCache, vCache, dev);
+  assertTensor('q', q, ['f32'], dev);
+  assertTensor('out', out, ['f32'], dev);
+  assertShape('q', q, [null, null]);
+  const width = q.shape[1]!;
+  if (width % layout.headDim !== 0 || (width / layout.headDim) % layout.numKvHeads !== 0) {
+    throw new InvalidArgumentError(
+      'q.shape',
+      `[T, numHeads·${layout.headDim}] with numHeads a multiple of numKvHeads (${layout.numKvHeads})`,
+      `[${q.shape.join(', ')}]`,
+    );
+  }
+  assertShape('out', out, [q.shape[0]!, width]);
+  const { blockTables, seqLens, queryStartLoc } = options;
+  assertTensor('options.blockTables', blockTables, ['i32'], dev);
+  assertTensor('options.seqLens', seqLens, ['i32'], dev);
+  assertTensor('options.queryStartLoc', queryStartLoc, ['i32'], dev);
+  assertShape('options.blockTables', contiguous('options.blockTables', blockTables), [null, null]);
+  const numSeqs = blockTables.shape[0]!;
+  assertShape('options.seqLens', contiguous('options.seqLens', seqLens), [numSeqs]);
+  assertShape('options.queryStartLoc', contiguous('options.queryStartLoc', queryStartLoc), [
+    numSeqs + 1,
+  ]);
+  const params = {
+    ...layout,
+    out: mat('out', out),
+    q: mat('q', q),
+    numHeads: width / layout.headDim,
+    numSeqs,
+    maxBlocks: blockTables.shape[1]!,
+    scale: assertFinite('options.scale', options.scale),
+    blockTables: blockTables.ptr,
+    seqLens: seqLens.ptr,
+    queryStartLoc: queryStartLoc.ptr,
+  };
+  callNative(() => native().pagedAttention(h, params));
+}

@@ -1,0 +1,15 @@
+import { callNative, type Stream, type Tensor } from '@x/core';
+import { assertShape, assertTensor, cpuStream, mat } from './check.js';
+import { native } from './native.js';
+
+/** out = silu(x[:, :I]) · x[:, I:] (the gated MLP activation). Shapes: out [T, I], x [T, 2I], f32. */
+export function siluAndMul(stream: Stream, out: Tensor, x: Tensor): void {
+  const h = cpuStream(stream);
+  const dev = stream.device.name;
+  assertTensor('out', out, ['f32'], dev);
+  assertTensor('x', x, ['f32'], dev);
+  assertShape('out', out, [null, null]);
+  assertShape('x', x, [out.shape[0]!, 2 * out.shape[1]!]);
+  const params = { out: mat('out', out), x: mat('x', x) };
+  callNative(() => native().siluAndMul(h, params));
+}
