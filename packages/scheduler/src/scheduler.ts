@@ -1,0 +1,566 @@
+import { InvalidArgumentError } from '@x/core';
+import { BlockPool } from './block-pool.js';
+import { KVCacheManager } from './kv-cache-manager.js';
+import { type PauseMode, PauseState, SchedulerStateError, type SleepLevel } from './pause-state.js';
+import { Request } from './request.js';
+import { validateRequestInput } from './request-input.js';
+import { comparePriority, createRequestQueue, type RequestQueue } from './request-queue.js';
+import type {
+  CachedRequestData,
+  ModelOutput,
+  NewRequestData,
+  RequestInput,
+  RequestOutput,
+  SchedulerOptions,
+  SchedulerOutput,
+  SchedulerStats,
+} from './scheduler-types.js';
+import { checkStop, type Detokenize, StopStringMatcher } from './stop-checker.js';
+
+/** Siblings of an n > 1 request; `held` wait until the first one has computed the prompt. */
+interface ForkGroup {
+  members: Request[];
+  held: Request[];
+}
+
+interface Scheduled {
+  request: Request;
+  numTokens: number;
+}
+
+function positiveInt(name: string, value: unknown, fallback?: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
+    throw new InvalidArgumentError(name, 'an integer >= 1', v);
+  }
+  return v;
+}
+
+/**
+ * Continuous batching over a paged KV cache: every step spends a token budget on running
+ * requests first (decodes and prefill chunks), then admits waiting ones; preempts by recompute
+ * when blocks run out; emits a diff for the workers; applies sampled tokens and stop conditions.
+ * Single-threaded and synchronous: the engine core loop owns it. See README.md for the protocol.
+ */
+export class Scheduler {
+  readonly pool: BlockPool;
+  readonly maxModelLen: number;
+  readonly maxNumSeqs: number;
+  readonly maxNumBatchedTokens: number;
+  private readonly kv: KVCacheManager;
+  private readonly waiting: RequestQueue;
+  private running: Request[] = [];
+  private readonly requests = new Map<string, Request>();
+  private readonly groups = new Map<string, ForkGroup>();
+  private readonly pending = new Map<number, Request[]>();
+  private readonly pauseState = new PauseState();
+  private finishedIds: string[] = [];
+  private nextStepId = 0;
+  private nextSeq = 0;
+  private numHeld = 0;
+  private preemptions = 0;
+  private readonly eosTokenIds: readonly number[];
+  private readonly detokenize: Detokenize | undefined;
+  private readonly now: () => number;
+  private readonly policy: 'fcfs' | 'priority';
+
+  constructor(options: SchedulerOptions) {
+    this.maxModelLen = positiveInt('maxModelLen', options.maxModelLen);
+    this.maxNumSeqs = positiveInt('maxNumSeqs', options.maxNumSeqs, 256);
+    this.maxNumBatchedTokens = positiveInt(
+      'maxNumBatchedTokens',
+      options.maxNumBatchedTokens,
+      8192,
+    );
+    const policy = options.policy ?? 'fcfs';
+    if (policy !== 'fcfs' && policy !== 'priority') {
+      throw new InvalidArgumentError('policy', "'fcfs' or 'priority'", policy);
+    }
+    this.pool = new BlockPool({
+      numBlocks: options.numBlocks,
+      blockSize: options.blockSize ?? 16,
+      enablePrefixCaching: options.enablePrefixCaching ?? true,
+    });
+    if (this.pool.numBlocks * this.pool.blockSize < this.maxModelLen) {
+      throw new InvalidArgumentError(
+        'numBlocks',
+        `at least ${Math.ceil(this.maxModelLen / this.pool.blockSize)} blocks to hold one sequence of maxModelLen ${this.maxModelLen}`,
+        options.numBlocks,
+      );
+    }
+    this.kv = new KVCacheManager(this.pool);
+    this.waiting = createRequestQueue(policy);
+    this.policy = policy;
+    this.eosTokenIds = [...(options.eosTokenIds ?? [])];
+    this.detokenize = options.detokenize;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** running | pausing | paused | sleeping. */
+  get state() {
+    return this.pauseState.state;
+  }
+
+  /** Level of the current sleep, or null. */
+  get sleepLevel(): SleepLevel | null {
+    return this.pauseState.sleepLevel;
+  }
+
+  /** False after a level-2 sleep until markWeightsLoaded(). */
+  get weightsValid(): boolean {
+    return this.pauseState.weightsValid;
+  }
+
+  /** Paused or asleep: nothing is or will be in flight until resume(). */
+  get isPaused(): boolean {
+    return this.state === 'paused' || this.state === 'sleeping';
+  }
+
+  /** Unfinished requests exist (waiting, held or running). */
+  get hasUnfinishedRequests(): boolean {
+    return this.requests.size > 0;
+  }
+
+  /** Steps handed out by schedule() and not yet passed to update(). */
+  get numStepsInFlight(): number {
+    return this.pending.size;
+  }
+
+  /** A request by id (a completion id for n > 1), if unfinished. */
+  getRequest(requestId: string): Request | undefined {
+    return this.requests.get(requestId);
+  }
+
+  /** Queues a request; returns one Request per completion (n of them). */
+  addRequest(input: RequestInput): Request[] {
+    const { requestId, promptTokenIds: prompt } = input;
+    if (this.requests.has(requestId) || this.groups.has(requestId)) {
+      throw new InvalidArgumentError(
+        'requestId',
+        'an id not used by an unfinished request',
+        requestId,
+      );
+    }
+    const { sampling, priority, eos, arrivalTime } = validateRequestInput(input, {
+      maxModelLen: this.maxModelLen,
+      eosTokenIds: this.eosTokenIds,
+      hasDetokenize: this.detokenize !== undefined,
+      now: this.now,
+    });
+    const n = sampling.n;
+    const members: Request[] = [];
+    for (let index = 0; index < n; index++) {
+      const id = n === 1 ? requestId : `${index}_${requestId}`;
+      if (this.requests.has(id)) {
+        throw new InvalidArgumentError(
+          'requestId',
+          `an id whose completion id ${id} is free`,
+          requestId,
+        );
+      }
+      const r = new Request({
+        requestId: id,
+        parentRequestId: requestId,
+        index,
+        promptTokenIds: prompt,
+        sampling,
+        eosTokenIds: eos,
+        priority,
+        arrivalTime,
+        seq: this.nextSeq++,
+        hashExtras: input.cacheSalt ?? '',
+        data: input.data,
+      });
+      if (sampling.stop.length > 0)
+        r.stopMatcher = new StopStringMatcher(sampling.stop, this.detokenize!);
+      members.push(r);
+    }
+    for (const r of members) this.requests.set(r.requestId, r);
+    this.waiting.add(members[0]!);
+    if (n > 1) {
+      // Siblings wait until the first has computed the prompt, then fork its blocks.
+      this.groups.set(requestId, { members, held: members.slice(1) });
+      this.numHeld += n - 1;
+    }
+    return members;
+  }
+
+  /**
+   * Aborts a request (by the id given to addRequest, or one completion id) wherever it is:
+   * waiting, held, running, mid-prefill, preempted or in flight. Frees its blocks; a late model
+   * output for it is ignored. Unknown or finished ids return [] (aborts race with finishing).
+   */
+  abort(requestId: string): RequestOutput[] {
+    const group = this.groups.get(requestId);
+    const targets = group ? [...group.members] : [this.requests.get(requestId)];
+    const out: RequestOutput[] = [];
+    for (const r of targets) {
+      if (!r || r.isFinished) continue;
+      this.removeFromQueues(r);
+      this.finish(r, 'abort', null);
+      out.push(this.toOutput(r, [], null, 0));
+    }
+    if (out.length > 0) this.running = this.running.filter((r) => !r.isFinished);
+    this.maybeQuiesce();
+    return out;
+  }
+
+  /** Plans the next step. May be called again before the previous step's update() (overlap). */
+  schedule(): SchedulerOutput {
+    const stepId = this.nextStepId++;
+    this.kv.commitCachedBlocks();
+    const scheduled: Scheduled[] = [];
+    let budget = this.maxNumBatchedTokens;
+    let preempted = false;
+    if (this.pauseState.steps) {
+      for (let i = 0; i < this.running.length && budget > 0; ) {
+        const r = this.running[i]!;
+        const want = Math.min(r.numTokens - r.numComputedTokens, budget);
+        if (r.inFlightStep !== null || want <= 0) {
+          i++;
+          continue;
+        }
+        let fits = true;
+        while (!this.kv.allocateSlots(r, want)) {
+          const victim = this.pickVictim();
+          const vi = this.running.indexOf(victim);
+          this.running.splice(vi, 1);
+          const s = scheduled.findIndex((x) => x.request === victim);
+          if (s >= 0) budget += scheduled.splice(s, 1)[0]!.numTokens;
+          this.preempt(victim);
+          preempted = true;
+          if (victim === r) {
+            fits = false;
+            break;
+          }
+          if (vi < i) i--;
+        }
+        if (!fits) continue;
+        scheduled.push({ request: r, numTokens: want });
+        budget -= want;
+        i++;
+      }
+    }
+    if (this.pauseState.admits && !preempted) budget = this.admit(scheduled, budget);
+    return this.buildOutput(stepId, scheduled);
+  }
+
+  /**
+   * Applies a step's sampled tokens: appends them, checks stop conditions, frees finished
+   * requests. Returns one RequestOutput per request that got a token. Outputs for requests that
+   * were aborted or preempted meanwhile are ignored. Throws before changing anything if the
+   * output does not match the step.
+   */
+  update(output: ModelOutput): RequestOutput[] {
+    const expected = this.pending.get(output?.stepId);
+    if (!expected) {
+      throw new InvalidArgumentError(
+        'output.stepId',
+        `a step returned by schedule() and not yet updated (${[...this.pending.keys()].join(', ') || 'none'})`,
+        output?.stepId,
+      );
+    }
+    const sampled = output.sampled;
+    if (!Array.isArray(sampled)) {
+      throw new InvalidArgumentError('output.sampled', 'an array', sampled);
+    }
+    const got = new Set<string>();
+    sampled.forEach((s, i) => {
+      const t = s?.tokenIds;
+      if (!Array.isArray(t) || t.length !== 1 || !Number.isInteger(t[0]) || t[0]! < 0) {
+        throw new InvalidArgumentError(`output.sampled[${i}].tokenIds`, 'one token id', t);
+      }
+      got.add(s.requestId);
+    });
+    for (const r of expected) {
+      if (r.inFlightStep === output.stepId && !got.has(r.requestId)) {
+        throw new InvalidArgumentError(
+          'output.sampled',
+          `a token for every request scheduled with sample=true in step ${output.stepId}`,
+          `none for ${r.requestId}`,
+        );
+      }
+    }
+    this.pending.delete(output.stepId);
+    // Blocks this step filled become hits now, before a finishing request frees them.
+    this.kv.commitCachedBlocks();
+    const outs: RequestOutput[] = [];
+    for (const s of sampled) {
+      const r = this.requests.get(s.requestId);
+      if (!r || r.inFlightStep !== output.stepId) continue;
+      r.inFlightStep = null;
+      const token = s.tokenIds[0]!;
+      r.tokenIds.push(token);
+      const stop = checkStop(r, this.maxModelLen);
+      if (stop) {
+        this.running.splice(this.running.indexOf(r), 1);
+        this.finish(r, stop.reason, stop.stopReason);
+      }
+      outs.push(this.toOutput(r, [token], s.logprobs ?? null, stop?.trimChars ?? 0));
+    }
+    this.maybeQuiesce();
+    return outs;
+  }
+
+  /**
+   * Starts pausing (see PauseState). Mode 'abort' aborts every request now and returns them —
+   * also when already paused, so requests kept by an earlier 'keep' can be dropped.
+   */
+  pause(mode: PauseMode): RequestOutput[] {
+    const changed = this.pauseState.pause(mode);
+    let out: RequestOutput[] = [];
+    if (mode === 'abort' && (changed || this.isPaused)) {
+      out = [...this.groups.keys(), ...this.requests.keys()].flatMap((id) => this.abort(id));
+    }
+    this.maybeQuiesce();
+    return out;
+  }
+
+  /** Resumes scheduling from pausing or paused. Throws while asleep or weights are invalid. */
+  resume(): void {
+    this.pauseState.resume();
+  }
+
+  /** paused → sleeping. The engine then synchronizes its streams and sleeps the allocator. */
+  sleep(level: SleepLevel): boolean {
+    return this.pauseState.sleep(level);
+  }
+
+  /**
+   * sleeping → paused. With `kvDiscarded` every kept request is preempted (it recomputes on
+   * resume) and the prefix cache is reset, so no stale KV is ever read or hit.
+   */
+  wakeUp(options: { kvDiscarded: boolean }): boolean {
+    const woke = this.pauseState.wakeUp();
+    if (woke && options.kvDiscarded) this.invalidateKv();
+    return woke;
+  }
+
+  /** Weights were reloaded after a level-2 sleep; resume() is allowed again. */
+  markWeightsLoaded(): void {
+    this.pauseState.markWeightsLoaded();
+  }
+
+  /** KV contents are gone: preempt every running request and reset the prefix cache. Paused only. */
+  invalidateKv(): void {
+    if (!this.isPaused) {
+      throw new SchedulerStateError('invalidateKv()', 'paused or sleeping', this.state);
+    }
+    for (const r of [...this.running].reverse()) this.preempt(r);
+    this.running = [];
+    this.pool.resetPrefixCache();
+  }
+
+  /** Forgets all cached prefixes (in-use blocks stay with their owners). Returns blocks uncached. */
+  resetPrefixCache(): number {
+    return this.pool.resetPrefixCache();
+  }
+
+  /** Gauges and counters for metrics. */
+  stats(): SchedulerStats {
+    const p = this.pool.stats();
+    return {
+      numRunning: this.running.length,
+      numWaiting: this.waiting.size + this.numHeld,
+      numPreemptions: this.preemptions,
+      kvCacheUsage: p.usage,
+      numFreeBlocks: p.numFreeBlocks,
+      prefixCacheQueries: p.prefixCacheQueries,
+      prefixCacheHits: p.prefixCacheHits,
+    };
+  }
+
+  /** Admits waiting requests while budget, seats and blocks last; returns the budget left. */
+  private admit(scheduled: Scheduled[], budget: number): number {
+    while (budget > 0 && this.waiting.size > 0 && this.running.length < this.maxNumSeqs) {
+      const r = this.waiting.peek()!;
+      let cached: number[] = [];
+      const fresh = r.blockIds.length === 0;
+      if (fresh) {
+        const source = this.forkSource(r);
+        r.numComputedTokens = source ? this.kv.fork(r, source, r.numPromptTokens) : 0;
+        if (r.numComputedTokens === 0) cached = this.kv.findCachedPrefix(r);
+      }
+      const hitTokens = r.numComputedTokens + cached.length * this.pool.blockSize;
+      const want = Math.min(r.numTokens - hitTokens, budget);
+      if (!this.kv.allocateSlots(r, want, cached)) {
+        this.kv.free(r);
+        r.numComputedTokens = 0;
+        break;
+      }
+      if (r.numCachedTokens < 0) {
+        r.numCachedTokens = Math.min(hitTokens, r.numPromptTokens);
+        this.pool.recordPrefixQuery(r.numTokens, hitTokens);
+      }
+      r.numComputedTokens = hitTokens;
+      this.waiting.pop();
+      r.status = 'running';
+      this.running.push(r);
+      scheduled.push({ request: r, numTokens: want });
+      budget -= want;
+    }
+    return budget;
+  }
+
+  private buildOutput(stepId: number, scheduled: Scheduled[]): SchedulerOutput {
+    const newRequests: NewRequestData[] = [];
+    const cachedRequests: CachedRequestData[] = [];
+    const sampling: Request[] = [];
+    let total = 0;
+    for (const { request: r, numTokens } of scheduled) {
+      const computed = r.numComputedTokens;
+      const sample = computed + numTokens >= r.numTokens;
+      const maskStopTokens = sample && r.numOutputTokens < r.sampling.minTokens;
+      if (!r.sentToWorkers) {
+        newRequests.push({
+          requestId: r.requestId,
+          parentRequestId: r.parentRequestId,
+          index: r.index,
+          promptTokenIds: r.promptTokenIds,
+          outputTokenIds: r.outputTokenIds,
+          blockIds: [...r.blockIds],
+          numComputedTokens: computed,
+          numScheduledTokens: numTokens,
+          sample,
+          maskStopTokens,
+          eosTokenIds: r.sampling.ignoreEos ? [] : r.eosTokenIds,
+          stopTokenIds: r.sampling.stopTokenIds,
+          logprobs: r.sampling.logprobs,
+          data: r.data,
+        });
+        r.sentToWorkers = true;
+      } else {
+        cachedRequests.push({
+          requestId: r.requestId,
+          newTokenIds: r.tokenIds.slice(r.numTokensSent),
+          newBlockIds: r.blockIds.slice(r.numBlocksSent),
+          numComputedTokens: computed,
+          numScheduledTokens: numTokens,
+          sample,
+          maskStopTokens,
+        });
+      }
+      r.numTokensSent = r.numTokens;
+      r.numBlocksSent = r.blockIds.length;
+      r.numComputedTokens = computed + numTokens;
+      total += numTokens;
+      if (sample) {
+        r.inFlightStep = stepId;
+        sampling.push(r);
+        if (computed < r.numPromptTokens) this.releaseHeld(r.parentRequestId);
+      }
+    }
+    if (total > 0) this.pending.set(stepId, sampling);
+    const finishedRequestIds = this.finishedIds;
+    this.finishedIds = [];
+    return {
+      stepId,
+      newRequests,
+      cachedRequests,
+      totalNumScheduledTokens: total,
+      finishedRequestIds,
+    };
+  }
+
+  /** Lowest-priority running request: the newest under FCFS, the largest key under priority. */
+  private pickVictim(): Request {
+    if (this.policy === 'fcfs') return this.running[this.running.length - 1]!;
+    let v = this.running[0]!;
+    for (const r of this.running) if (comparePriority(r, v) > 0) v = r;
+    return v;
+  }
+
+  /** Frees a running request's blocks and queues it to recompute (caller removed it from running). */
+  private preempt(r: Request): void {
+    this.kv.free(r);
+    r.numComputedTokens = 0;
+    r.inFlightStep = null;
+    r.status = 'preempted';
+    r.numPreemptions++;
+    this.preemptions++;
+    if (r.sentToWorkers) {
+      this.finishedIds.push(r.requestId);
+      r.sentToWorkers = false;
+    }
+    this.waiting.prepend(r);
+    this.releaseHeld(r.parentRequestId);
+  }
+
+  private finish(
+    r: Request,
+    reason: 'stop' | 'length' | 'abort',
+    stopReason: number | string | null,
+  ) {
+    this.kv.free(r);
+    r.status = 'finished';
+    r.finishReason = reason;
+    r.stopReason = stopReason;
+    r.inFlightStep = null;
+    this.requests.delete(r.requestId);
+    if (r.sentToWorkers) this.finishedIds.push(r.requestId);
+    const g = this.groups.get(r.parentRequestId);
+    if (!g) return;
+    // The first sibling left before computing the prompt: the others stop waiting for it.
+    this.releaseHeld(r.parentRequestId);
+    if (g.members.every((m) => m.isFinished)) this.groups.delete(r.parentRequestId);
+  }
+
+  private removeFromQueues(r: Request): void {
+    if (r.status === 'running') {
+      this.running.splice(this.running.indexOf(r), 1);
+      return;
+    }
+    const g = this.groups.get(r.parentRequestId);
+    const h = g ? g.held.indexOf(r) : -1;
+    if (h >= 0) {
+      g!.held.splice(h, 1);
+      this.numHeld--;
+    } else {
+      this.waiting.remove(r);
+    }
+  }
+
+  /** Moves a group's held siblings into the waiting queue (the first computed the prompt or left). */
+  private releaseHeld(parentRequestId: string): void {
+    const g = this.groups.get(parentRequestId);
+    if (!g || g.held.length === 0) return;
+    for (const r of g.held.reverse()) this.waiting.prepend(r);
+    this.numHeld -= g.held.length;
+    g.held = [];
+  }
+
+  /** A running sibling whose computed blocks cover the prompt, for n > 1 forks. */
+  private forkSource(r: Request): Request | undefined {
+    const g = this.groups.get(r.parentRequestId);
+    return g?.members.find(
+      (m) => m !== r && m.status === 'running' && m.numComputedTokens >= r.numPromptTokens,
+    );
+  }
+
+  private toOutput(
+    r: Request,
+    newTokenIds: number[],
+    newLogprobs: RequestOutput['newLogprobs'],
+    stopTrimChars: number,
+  ): RequestOutput {
+    return {
+      requestId: r.requestId,
+      parentRequestId: r.parentRequestId,
+      index: r.index,
+      newTokenIds,
+      newLogprobs,
+      finishReason: r.finishReason,
+      stopReason: r.stopReason,
+      stopTrimChars,
+      numPromptTokens: r.numPromptTokens,
+      numOutputTokens: r.numOutputTokens,
+      numCachedTokens: Math.max(0, r.numCachedTokens),
+    };
+  }
+
+  private maybeQuiesce(): void {
+    if (this.state !== 'pausing' || this.pending.size > 0) return;
+    if (this.pauseState.mode === 'wait' && this.running.length > 0) return;
+    this.pauseState.markPaused();
+  }
+}
