@@ -1,0 +1,190 @@
+import type { Stream, Tensor } from '@x/core';
+import {
+  embedding,
+  matmul,
+  pagedAttention,
+  reshapeAndCache,
+  rmsNorm,
+  rotaryEmbedding,
+  siluAndMul,
+} from '@x/kernels';
+import type { ModelConfig } from '../config.js';
+import { WeightShapeError } from '../errors.js';
+import { type ArchitectureSpec, layerWeightNames, type WeightSource } from './architecture.js';
+import type { KvCache } from './kv-cache.js';
+import type { Workspace } from './workspace.js';
+
+interface Linear {
+  w: Tensor;
+  bias?: Tensor;
+}
+
+interface LayerWeights {
+  inputNorm: Tensor;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  o: Linear;
+  qNorm?: Tensor;
+  kNorm?: Tensor;
+  postNorm: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
+}
+
+/** Rows of this step: T tokens of B sequences (the workspace tensors cover the bucket). */
+export interface ForwardShape {
+  tokens: number;
+  seqs: number;
+}
+
+function checked(weights: WeightSource, name: string, shape: number[]): Tensor {
+  const t = weights.get(name);
+  if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new WeightShapeError(name, shape, t.shape);
+  }
+  return t;
+}
+
+/**
+ * The decoder forward shared by the registered architectures: embedding → layers [RMSNorm,
+ * q/k/v (+bias), per-head q/k norm (Qwen3), rotary, KV write, paged attention, o_proj, fused
+ * residual RMSNorm, gate/up, SiLU-and-mul, down] → final norm → lm_head on each sequence's last
+ * token. Every kernel is enqueued on the one stream passed in; nothing here waits.
+ */
+export class DecoderModel {
+  readonly config: ModelConfig;
+  readonly spec: ArchitectureSpec;
+  readonly #embed: Tensor;
+  readonly #layers: LayerWeights[];
+  readonly #finalNorm: Tensor;
+  readonly #lmHead: Tensor;
+
+  constructor(spec: ArchitectureSpec, config: ModelConfig, weights: WeightSource) {
+    this.spec = spec;
+    this.config = config;
+    const {
+      hiddenSize: h,
+      numHeads: nq,
+      numKvHeads: nk,
+      headDim: hd,
+      intermediateSize: im,
+      vocabSize: v,
+    } = config;
+    this.#embed = checked(weights, 'model.embed_tokens.weight', [v, h]);
+    this.#finalNorm = checked(weights, 'model.norm.weight', [h]);
+    this.#lmHead = checked(weights, 'lm_head.weight', [v, h]);
+    const qkvBias = spec.qkvBias(config);
+    const oBias = spec.oBias(config);
+    const qkNorm = spec.qkNorm(config);
+    const linear = (name: string, out: number, inp: number, bias: boolean): Linear => ({
+      w: checked(weights, `${name}.weight`, [out, inp]),
+      ...(bias ? { bias: checked(weights, `${name}.bias`, [out]) } : {}),
+    });
+    this.#layers = Array.from({ length: config.numLayers }, (_, i) => {
+      const n = layerWeightNames(i);
+      return {
+        inputNorm: checked(weights, n.inputNorm, [h]),
+        q: linear(n.q, nq * hd, h, qkvBias),
+        k: linear(n.k, nk * hd, h, qkvBias),
+        v: linear(n.v, nk * hd, h, qkvBias),
+        o: linear(n.o, h, nq * hd, oBias),
+        ...(qkNorm
+          ? { qNorm: checked(weights, n.qNorm, [hd]), kNorm: checked(weights, n.kNorm, [hd]) }
+          : {}),
+        postNorm: checked(weights, n.postNorm, [h]),
+        gate: checked(weights, n.gate, [im, h]),
+        up: checked(weights, n.up, [im, h]),
+        down: checked(weights, n.down, [h, im]),
+      };
+    });
+  }
+
+  /** Bytes of weights one decode step streams (every matrix once, plus the norms). */
+  weightBytes(): number {
+    const all: Tensor[] = [this.#embed, this.#finalNorm, this.#lmHead];
+    for (const l of this.#layers) {
+      all.push(l.inputNorm, l.postNorm, l.gate, l.up, l.down);
+      for (const lin of [l.q, l.k, l.v, l.o]) all.push(lin.w, ...(lin.bias ? [lin.bias] : []));
+      if (l.qNorm && l.kNorm) all.push(l.qNorm, l.kNorm);
+    }
+    // The embedding table is gathered (a few rows), not streamed: count lm_head only.
+    return all.reduce((a, t) => a + (t === this.#embed ? 0 : t.byteLength), 0);
+  }
+
+  /**
+   * Enqueues one forward pass. The workspace's staging tensors hold the step's inputs. Writes
+   * logits of each sequence's last token to ws.logits rows [0, B); with `allLogits` ([T, V] f32),
+   * the logits of every token there too (tests).
+   */
+  forward(
+    stream: Stream,
+    ws: Workspace,
+    kv: KvCache,
+    cosSin: Tensor,
+    shape: ForwardShape,
+    allLogits?: Tensor,
+  ): void {
+    const c = this.config;
+    const { tokens: t, seqs: b } = shape;
+    const rows = (x: Tensor) => x.slice(0, 0, t);
+    const hidden = rows(ws.hidden);
+    const residual = rows(ws.residual);
+    const normed = rows(ws.normed);
+    const q = rows(ws.q);
+    const k = rows(ws.k);
+    const v = rows(ws.v);
+    const attn = rows(ws.attn);
+    const gateUp = rows(ws.gateUp);
+    const act = rows(ws.act);
+    const ids = ws.ids.slice(0, 0, t);
+    const positions = ws.positions.slice(0, 0, t);
+    const slots = ws.slots.slice(0, 0, t);
+    const meta = {
+      blockTables: ws.blockTables.slice(0, 0, b),
+      seqLens: ws.seqLens.slice(0, 0, b),
+      queryStartLoc: ws.queryStartLoc.slice(0, 0, b + 1),
+      scale: 1 / Math.sqrt(c.headDim),
+    };
+    const eps = c.rmsNormEps;
+    const im = c.intermediateSize;
+    const rope = { headDim: c.headDim, rotaryDim: c.headDim, neox: this.spec.neoxRotary };
+
+    // The residual stream starts as the embeddings; each layer's input norm adds the previous
+    // sublayer's output into it (vLLM's fused_add_rms_norm).
+    embedding(stream, residual, this.#embed, ids);
+    this.#layers.forEach((l, i) => {
+      if (i === 0) rmsNorm(stream, normed, residual, l.inputNorm, { eps });
+      else rmsNorm(stream, normed, hidden, l.inputNorm, { eps, residual });
+      for (const [out, lin] of [
+        [q, l.q],
+        [k, l.k],
+        [v, l.v],
+      ] as const) {
+        matmul(stream, out, normed, lin.w, lin.bias ? { bias: lin.bias } : {});
+      }
+      if (l.qNorm && l.kNorm) {
+        const qh = q.reshape([t * c.numHeads, c.headDim]);
+        const kh = k.reshape([t * c.numKvHeads, c.headDim]);
+        rmsNorm(stream, qh, qh, l.qNorm, { eps });
+        rmsNorm(stream, kh, kh, l.kNorm, { eps });
+      }
+      rotaryEmbedding(stream, positions, q, k, cosSin, rope);
+      reshapeAndCache(stream, k, v, kv.keys[i]!, kv.values[i]!, slots);
+      pagedAttention(stream, attn, q, kv.keys[i]!, kv.values[i]!, meta);
+      matmul(stream, hidden, attn, l.o.w, l.o.bias ? { bias: l.o.bias } : {});
+      rmsNorm(stream, normed, hidden, l.postNorm, { eps, residual });
+      matmul(stream, gateUp.slice(1, 0, im), normed, l.gate);
+      matmul(stream, gateUp.slice(1, im, 2 * im), normed, l.up);
+      siluAndMul(stream, act, gateUp);
+      matmul(stream, hidden, act, l.down);
+    });
+    rmsNorm(stream, normed, hidden, this.#finalNorm, { eps, residual });
+    // Gather each sequence's last token (the embedding kernel is a row gather), then lm_head.
+    const last = ws.lastHidden.slice(0, 0, b);
+    embedding(stream, last, normed, ws.lastIndex.slice(0, 0, b));
+    matmul(stream, ws.logits.slice(0, 0, b), last, this.#lmHead);
+    if (allLogits) matmul(stream, allLogits, normed, this.#lmHead);
+  }
+}

@@ -1,0 +1,106 @@
+import type { ModelConfig } from './config.js';
+
+/** How a linear layer's weight is split across tensor-parallel ranks (Megatron style). */
+export type ShardKind = 'column' | 'row' | 'replicated';
+
+/** One tensor the model needs: its HF name, full shape, and how TP splits it. */
+export interface WeightSpec {
+  name: string;
+  shape: number[];
+  shard: ShardKind;
+  /** For k/v projections: rows are KV heads, which are replicated when fewer than ranks. */
+  kvHeads?: boolean;
+}
+
+/**
+ * Every tensor a supported architecture reads, with the shape its config implies. Column-parallel:
+ * q/k/v/gate/up (and their biases) split on dim 0; row-parallel: o_proj/down_proj on dim 1.
+ */
+export function weightSpecs(config: ModelConfig): WeightSpec[] {
+  const { hiddenSize: h, intermediateSize: inter, headDim: hd, vocabSize: v } = config;
+  const q = config.numHeads * hd;
+  const kv = config.numKvHeads * hd;
+  const specs: WeightSpec[] = [
+    { name: 'model.embed_tokens.weight', shape: [v, h], shard: 'replicated' },
+  ];
+  for (let i = 0; i < config.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    specs.push(
+      { name: `${p}.input_layernorm.weight`, shape: [h], shard: 'replicated' },
+      { name: `${p}.self_attn.q_proj.weight`, shape: [q, h], shard: 'column' },
+      { name: `${p}.self_attn.k_proj.weight`, shape: [kv, h], shard: 'column', kvHeads: true },
+      { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], shard: 'column', kvHeads: true },
+      { name: `${p}.self_attn.o_proj.weight`, shape: [h, q], shard: 'row' },
+    );
+    if (config.attentionBias) {
+      specs.push(
+        { name: `${p}.self_attn.q_proj.bias`, shape: [q], shard: 'column' },
+        { name: `${p}.self_attn.k_proj.bias`, shape: [kv], shard: 'column', kvHeads: true },
+        { name: `${p}.self_attn.v_proj.bias`, shape: [kv], shard: 'column', kvHeads: true },
+      );
+      // Llama/Qwen3 `attention_bias` also biases o_proj; Qwen2 biases q/k/v only. The bias of a
+      // row-parallel layer is added once, after the all-reduce, so every rank keeps all of it.
+      if (config.architecture !== 'Qwen2ForCausalLM') {
+        specs.push({ name: `${p}.self_attn.o_proj.bias`, shape: [h], shard: 'replicated' });
+      }
+    }
+    if (config.qkNorm) {
+      specs.push(
+        { name: `${p}.self_attn.q_norm.weight`, shape: [hd], shard: 'replicated' },
+        { name: `${p}.self_attn.k_norm.weight`, shape: [hd], shard: 'replicated' },
+      );
+    }
+    specs.push(
+      { name: `${p}.post_attention_layernorm.weight`, shape: [h], shard: 'replicated' },
+      { name: `${p}.mlp.gate_proj.weight`, shape: [inter, h], shard: 'column' },
+      { name: `${p}.mlp.up_proj.weight`, shape: [inter, h], shard: 'column' },
+      { name: `${p}.mlp.down_proj.weight`, shape: [h, inter], shard: 'row' },
+    );
+  }
+  specs.push({ name: 'model.norm.weight', shape: [h], shard: 'replicated' });
+  if (!config.tieWordEmbeddings) {
+    specs.push({ name: 'lm_head.weight', shape: [v, h], shard: 'replicated' });
+  }
+  return specs;
+}
+
+/** A tensor-parallel rank: which slice of each split tensor this process holds. */
+export interface TensorParallel {
+  rank: number;
+  size: number;
+}
+
+/** The part of a spec's tensor one rank holds: rows [start, end) of dim `dim`. */
+export interface ShardRange {
+  dim: number;
+  start: number;
+  end: number;
+  /** The shape this rank stores. */
+  shape: number[];
+}
+
+/**
+ * The slice of `spec` that `tp.rank` holds. KV heads fewer than ranks are replicated: rank r holds
+ * KV head floor(r * numKvHeads / size), as vLLM does.
+ */
+export function shardRange(spec: WeightSpec, config: ModelConfig, tp: TensorParallel): ShardRange {
+  const full = spec.shape;
+  if (spec.shard === 'replicated' || tp.size === 1) {
+    return { dim: 0, start: 0, end: full[0]!, shape: [...full] };
+  }
+  const dim = spec.shard === 'column' ? 0 : 1;
+  const n = full[dim]!;
+  let start: number;
+  let len: number;
+  if (spec.kvHeads && config.numKvHeads < tp.size) {
+    const head = Math.floor((tp.rank * config.numKvHeads) / tp.size);
+    start = head * config.headDim;
+    len = config.headDim;
+  } else {
+    len = n / tp.size;
+    start = tp.rank * len;
+  }
+  const shape = [...full];
+  shape[dim] = len;
+  return { dim, start, end: start + len, shape };
+}
