@@ -1,16 +1,13 @@
 import { join } from 'node:path';
 import { ModelFileError, UnsupportedModelError } from './errors.js';
 import { asObject, readJson } from './files.js';
+import { architectureSpec, registeredArchitectures } from './models/registry.js';
 
-/** Architectures x implements (config.json `architectures[0]`). */
-export const SUPPORTED_ARCHITECTURES = [
-  'LlamaForCausalLM',
-  'MistralForCausalLM',
-  'Qwen2ForCausalLM',
-  'Qwen3ForCausalLM',
-] as const;
+/** Architectures x implements (config.json `architectures[0]`): those in models/registry.ts. */
+export const SUPPORTED_ARCHITECTURES: readonly string[] = registeredArchitectures();
 
-export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+/** A config.json `architectures[0]` that x implements (one of SUPPORTED_ARCHITECTURES). */
+export type Architecture = string;
 
 /** Llama-3 style frequency-dependent rope scaling. */
 export interface Llama3RopeScaling {
@@ -36,7 +33,9 @@ export interface ModelConfig {
   ropeScaling: null | Llama3RopeScaling;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
+  /** q/k/v projections carry a bias (the architecture's rule over config `attention_bias`). */
   attentionBias: boolean;
+  /** Per-head RMSNorm of q and k before rotary (Qwen3). */
   qkNorm: boolean;
   /** The checkpoint's dtype (config `dtype`, or `torch_dtype` in transformers 4 style). */
   dtype: 'f32' | 'f16' | 'bf16';
@@ -122,7 +121,7 @@ export function parseModelConfig(
       `${path}: mlp_bias=true is not supported (MLP layers without bias only)`,
     );
   }
-  return {
+  const config: ModelConfig = {
     architecture,
     hiddenSize,
     intermediateSize: f.int('intermediate_size'),
@@ -137,9 +136,9 @@ export function parseModelConfig(
     maxPositionEmbeddings: f.int('max_position_embeddings', 2048),
     // Every supported config class defaults to untied embeddings.
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
-    // Qwen2 always has q/k/v biases; Llama and Qwen3 have them only when attention_bias says so.
-    attentionBias: architecture === 'Qwen2ForCausalLM' || f.bool('attention_bias', false),
-    qkNorm: architecture === 'Qwen3ForCausalLM',
+    // The raw flag; the architecture's spec decides below (Qwen2 always has q/k/v biases).
+    attentionBias: f.bool('attention_bias', false),
+    qkNorm: false,
     dtype: parseCheckpointDType(raw.dtype ?? raw.torch_dtype, path),
     bosTokenId: tokenIds(raw.bos_token_id ?? gen.bos_token_id, path, 'bos_token_id')[0] ?? null,
     eosTokenIds: [
@@ -149,6 +148,8 @@ export function parseModelConfig(
       ]),
     ],
   };
+  const spec = architectureSpec(architecture);
+  return { ...config, attentionBias: spec.qkvBias(config), qkNorm: spec.qkNorm(config) };
 }
 
 function parseArchitecture(raw: Record<string, unknown>, path: string): Architecture {
@@ -160,10 +161,10 @@ function parseArchitecture(raw: Record<string, unknown>, path: string): Architec
     );
   }
   const name = list[0];
-  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) {
+  if (!SUPPORTED_ARCHITECTURES.includes(name)) {
     throw new UnsupportedModelError(name, SUPPORTED_ARCHITECTURES);
   }
-  return name as Architecture;
+  return name;
 }
 
 /**

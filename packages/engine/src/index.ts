@@ -1,7 +1,77 @@
 /**
- * @x/engine — model definitions, weight loading, tokenizer, model runner, workers, executor, engine core loop.
- *
- * Not built yet. This package deliberately exports nothing: a package whose capability is not
- * built yet exports nothing it cannot do, so no stub can pretend to work. See README.md.
+ * @x/engine — the model layer of x: Hugging Face config, safetensors weights (TP-sharded),
+ * tokenizer with an incremental detokenizer and chat templates, Llama/Mistral/Qwen2/Qwen3 decoders
+ * on a paged KV cache, and the ModelRunner that executes one batch step. See README.md.
  */
-export {};
+
+export { type ChatMessage, ChatTemplate, type ChatTemplateOptions } from './chat-template.js';
+export {
+  type Architecture,
+  type GenerationDefaults,
+  type Llama3RopeScaling,
+  loadGenerationDefaults,
+  loadModelConfig,
+  type ModelConfig,
+  parseModelConfig,
+  SUPPORTED_ARCHITECTURES,
+} from './config.js';
+export { convertElements, type WeightDType } from './convert.js';
+export { type DetokenizerOptions, IncrementalDetokenizer } from './detokenizer.js';
+export {
+  ModelFileError,
+  ModelLoadError,
+  TokenizerMismatchError,
+  UnsupportedModelError,
+  WeightShapeError,
+} from './errors.js';
+export {
+  DefaultModelMissingError,
+  defaultModelDir,
+  type LoadModelOptions,
+  loadModel,
+  type Model,
+  resolveModelDir,
+} from './load-model.js';
+export {
+  type ExecuteOptions,
+  type ExecuteResult,
+  ModelRunner,
+  type ModelRunnerOptions,
+  type SequenceStep,
+} from './model-runner.js';
+export {
+  type ArchitectureSpec,
+  architectureSpec,
+  bucket,
+  checkpointShapes,
+  DecoderModel,
+  type ForwardShape,
+  KvCache,
+  type KvCacheOptions,
+  layerWeightNames,
+  type RandomWeights,
+  type RandomWeightsOptions,
+  randomWeights,
+  registeredArchitectures,
+  type WeightSource,
+  Workspace,
+  type WorkspaceShape,
+} from './models/index.js';
+export { formatBytes, type LoadProgress, type ProgressSink, progressBar } from './progress.js';
+export {
+  SafetensorsCheckpoint,
+  type SafetensorsDType,
+  SafetensorsFile,
+  safetensorsItemBytes,
+  type TensorInfo,
+} from './safetensors.js';
+export { type LoadTokenizerOptions, Tokenizer } from './tokenizer.js';
+export {
+  type ShardKind,
+  type ShardRange,
+  shardRange,
+  type TensorParallel,
+  type WeightSpec,
+  weightSpecs,
+} from './weight-specs.js';
+export { type LoadWeightsOptions, loadWeights, WeightStore } from './weights.js';

@@ -1,4 +1,5 @@
 import type { ModelConfig } from './config.js';
+import { architectureSpec } from './models/registry.js';
 
 /** How a linear layer's weight is split across tensor-parallel ranks (Megatron style). */
 export type ShardKind = 'column' | 'row' | 'replicated';
@@ -20,6 +21,7 @@ export function weightSpecs(config: ModelConfig): WeightSpec[] {
   const { hiddenSize: h, intermediateSize: inter, headDim: hd, vocabSize: v } = config;
   const q = config.numHeads * hd;
   const kv = config.numKvHeads * hd;
+  const arch = architectureSpec(config.architecture);
   const specs: WeightSpec[] = [
     { name: 'model.embed_tokens.weight', shape: [v, h], shard: 'replicated' },
   ];
@@ -32,19 +34,19 @@ export function weightSpecs(config: ModelConfig): WeightSpec[] {
       { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], shard: 'column', kvHeads: true },
       { name: `${p}.self_attn.o_proj.weight`, shape: [h, q], shard: 'row' },
     );
-    if (config.attentionBias) {
+    if (arch.qkvBias(config)) {
       specs.push(
         { name: `${p}.self_attn.q_proj.bias`, shape: [q], shard: 'column' },
         { name: `${p}.self_attn.k_proj.bias`, shape: [kv], shard: 'column', kvHeads: true },
         { name: `${p}.self_attn.v_proj.bias`, shape: [kv], shard: 'column', kvHeads: true },
       );
-      // Llama/Qwen3 `attention_bias` also biases o_proj; Qwen2 biases q/k/v only. The bias of a
-      // row-parallel layer is added once, after the all-reduce, so every rank keeps all of it.
-      if (config.architecture !== 'Qwen2ForCausalLM') {
-        specs.push({ name: `${p}.self_attn.o_proj.bias`, shape: [h], shard: 'replicated' });
-      }
     }
-    if (config.qkNorm) {
+    // The bias of a row-parallel layer is added once, after the all-reduce, so every rank keeps
+    // all of it.
+    if (arch.oBias(config)) {
+      specs.push({ name: `${p}.self_attn.o_proj.bias`, shape: [h], shard: 'replicated' });
+    }
+    if (arch.qkNorm(config)) {
       specs.push(
         { name: `${p}.self_attn.q_norm.weight`, shape: [hd], shard: 'replicated' },
         { name: `${p}.self_attn.k_norm.weight`, shape: [hd], shard: 'replicated' },
