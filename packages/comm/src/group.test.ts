@@ -40,8 +40,18 @@ describe('ProcessGroup (gloo, real processes)', () => {
       const res = r.results.get(k)!;
       expect(res.mainOps).toEqual(['comm.allReduce']);
       expect(res.mainCount).toBe(40);
-      const w = res.worker as { n: number; comm: number; last: boolean };
+      const w = res.worker as {
+        n: number;
+        ops: number;
+        labels: string[];
+        comm: number;
+        last: boolean;
+      };
       expect(w.n).toBeGreaterThan(0);
+      // The worker's stream saw its own fills and copies (the op log keeps the last 4096), and no
+      // collective of the main thread.
+      expect(w.ops).toBe(Math.min(2 * w.n, 4096));
+      expect(w.labels.sort()).toEqual(['copy', 'fill']);
       expect(w.comm).toBe(0);
       expect(w.last).toBe(true);
     }
