@@ -53,7 +53,8 @@ export interface ModelRunnerOptions {
 /**
  * Runs batches of sequences — some prefilling a chunk, some decoding — through the model against
  * the paged KV cache: the shape the scheduler drives. Owns the KV cache (tag `kv_cache`), the rotary
- * table (tag `weights`) and one planned workspace per batch-shape bucket (tag `activations`).
+ * table (tag `meta`: it survives a level-2 sleep) and one planned workspace per batch-shape bucket
+ * (tag `activations`).
  * Steps run one at a time, in call order.
  */
 export class ModelRunner {
@@ -103,8 +104,9 @@ export class ModelRunner {
       maxPositions: maxLen,
       scaling: c.ropeScaling,
     });
+    // `meta` (keep): a level-2 sleep discards `weights`, and nothing reloads this derived table.
     const rope = options.allocator.alloc(table.byteLength, {
-      tag: 'weights',
+      tag: 'meta',
       owner: 'rope.cos_sin',
     });
     await rope.write(0, table);
