@@ -28,6 +28,7 @@ program
   });
 
 registerLaunch(program);
+(await import('./generate.js')).registerGenerate(program);
 
 try {
   await program.parseAsync();
