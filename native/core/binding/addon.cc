@@ -203,6 +203,49 @@ Napi::Value StreamClose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- graphs ----
+
+x_graph* graph_of(const Napi::Value& v) {
+  if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "expected a native graph handle");
+  return v.As<Napi::External<x_graph>>().Data();
+}
+
+// streamBeginCapture(stream, mode): mode 1 = thread-local, 2 = relaxed.
+Napi::Value StreamBeginCapture(const Napi::CallbackInfo& info) {
+  check(info.Env(), stream_of(info[0])->stream->begin_capture(info[1].As<Napi::Number>().Int32Value()));
+  return info.Env().Undefined();
+}
+
+// streamEndCapture(stream) -> [graph handle, nodes, ranges]
+Napi::Value StreamEndCapture(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<x::CudaGraph> g;
+  check(env, stream_of(info[0])->stream->end_capture(&g));
+  Napi::Array out = Napi::Array::New(env, 3);
+  out.Set(1u, Napi::Number::New(env, static_cast<double>(g->nodes())));
+  out.Set(2u, Napi::Number::New(env, static_cast<double>(g->ranges())));
+  out.Set(0u, Napi::External<x_graph>::New(env, new x_graph{std::move(g)},
+                                           [](Napi::Env, x_graph* h) { delete h; }));
+  return out;
+}
+
+Napi::Value StreamCapturing(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), stream_of(info[0])->stream->capturing());
+}
+
+Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
+  x_graph* g = graph_of(info[0]);
+  if (!g->graph) throw Napi::Error::New(info.Env(), "the graph was disposed");
+  check(info.Env(), g->graph->launch(*stream_of(info[1])->stream));
+  return info.Env().Undefined();
+}
+
+// Releases the executable graph now (launches in flight still finish).
+Napi::Value GraphDispose(const Napi::CallbackInfo& info) {
+  graph_of(info[0])->graph.reset();
+  return info.Env().Undefined();
+}
+
 // ---- events ----
 
 Napi::Value CreateEvent(const Napi::CallbackInfo& info) {
@@ -336,6 +379,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"streamWait", StreamWait},
       {"streamCompletedOps", StreamCompletedOps},
       {"streamClose", StreamClose},
+      {"streamBeginCapture", StreamBeginCapture},
+      {"streamEndCapture", StreamEndCapture},
+      {"streamCapturing", StreamCapturing},
+      {"graphLaunch", GraphLaunch},
+      {"graphDispose", GraphDispose},
       {"createEvent", CreateEvent},
       {"eventQuery", EventQuery},
       {"eventWait", EventWait},

@@ -89,6 +89,11 @@ int api_check_range(int device, uint64_t ptr, uint64_t size) {
   return set_last_error(MemoryRegistry::instance().check(device, ptr, size, "pointer", true));
 }
 
+int api_stream_use_range(x_stream* s, uint64_t ptr, uint64_t bytes, const char* what) {
+  if (s == nullptr) return set_last_error(Status::Invalid("null stream"));
+  return set_last_error(s->stream->use_range(ptr, bytes, what != nullptr ? what : "pointer"));
+}
+
 }  // namespace
 
 int set_last_error(const Status& st) {
@@ -107,7 +112,7 @@ const x_core_api* core_api() {
       api_stream_wait_event, api_event_query,
       api_event_synchronize, api_register_range,
       api_set_range_state,  api_unregister_range,
-      api_check_range,
+      api_check_range,      api_stream_use_range,
   };
   return &table;
 }

@@ -146,6 +146,11 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
     done_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return exited_; });
   }
 
+  Status use_range(uint64_t ptr, uint64_t bytes, const char* what) override {
+    if (bytes == 0) return Status::Ok();
+    return MemoryRegistry::instance().check(X_DEVICE_CPU, ptr, bytes, what, true);
+  }
+
   Status copy(uint64_t dst, uint64_t src, uint64_t bytes) override {
     auto& reg = MemoryRegistry::instance();
     X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "copy destination", true));

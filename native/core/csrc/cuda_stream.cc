@@ -1,9 +1,12 @@
 // CUDA streams and events over the driver API (opened at run time).
 #include <chrono>
 #include <mutex>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include "device.h"
+#include "graph.h"
 #include "registry.h"
 #include "stream.h"
 
@@ -135,15 +138,15 @@ class CudaStream final : public Stream {
   ~CudaStream() override { close(); }
 
   Status copy(uint64_t dst, uint64_t src, uint64_t bytes) override {
-    X_RETURN_IF_ERROR(check(dst, bytes, "copy destination"));
-    X_RETURN_IF_ERROR(check(src, bytes, "copy source"));
+    X_RETURN_IF_ERROR(use_range(dst, bytes, "copy destination"));
+    X_RETURN_IF_ERROR(use_range(src, bytes, "copy source"));
     const cuda::Driver* d = nullptr;
     X_RETURN_IF_ERROR(enter(&d));
     if (bytes == 0) return Status::Ok();
     return cuda_status(d->cuMemcpyAsync(dst, src, bytes, s_), "cuMemcpyAsync");
   }
   Status fill(uint64_t dst, uint64_t bytes, uint64_t pattern, int width) override {
-    X_RETURN_IF_ERROR(check(dst, bytes, "fill destination"));
+    X_RETURN_IF_ERROR(use_range(dst, bytes, "fill destination"));
     const cuda::Driver* d = nullptr;
     X_RETURN_IF_ERROR(enter(&d));
     if (bytes == 0) return Status::Ok();
@@ -173,6 +176,8 @@ class CudaStream final : public Stream {
     return st;
   }
   Status enqueue_host(x_host_fn fn, x_cleanup_fn cleanup, void* user, const char*) override {
+    // A captured host node would run at every launch with state this call frees after the first.
+    if (capturing()) return capture_refusal("a host function");
     const cuda::Driver* d = nullptr;
     X_RETURN_IF_ERROR(enter(&d));
     auto* call = new HostCall{fn, cleanup, user};
@@ -199,12 +204,14 @@ class CudaStream final : public Stream {
     return cuda_status(d->cuStreamWaitEvent(s_, e->handle(), 0), "cuStreamWaitEvent");
   }
   Status synchronize(int64_t timeout_ns) override {
+    if (capturing()) return capture_refusal("stream.synchronize");
     std::shared_ptr<Event> marker;
     X_RETURN_IF_ERROR(create_cuda_event(device_, false, &marker));
     X_RETURN_IF_ERROR(record(*marker));
     return marker->synchronize(timeout_ns);
   }
   void add_waiter(Waiter w) override {
+    if (capturing()) return w(capture_refusal("waiting for the stream"));
     std::shared_ptr<Event> marker;
     Status st = create_cuda_event(device_, false, &marker);
     if (st.ok()) st = record(*marker);
@@ -216,13 +223,103 @@ class CudaStream final : public Stream {
     std::lock_guard<std::mutex> lock(mu_);
     if (s_ == nullptr) return;
     const cuda::Driver* d = nullptr;
-    // cuStreamDestroy returns at once; queued work still completes (CUDA semantics).
-    if (driver(&d).ok() && use_device(device_).ok()) d->cuStreamDestroy(s_);
+    if (driver(&d).ok() && use_device(device_).ok()) {
+      std::lock_guard<std::mutex> cap(cap_mu_);
+      if (capturing_ && d->cuStreamEndCapture != nullptr) {  // an abandoned capture: discard it
+        cuda::CUgraph g = nullptr;
+        d->cuStreamEndCapture(s_, &g);
+        if (g != nullptr && d->cuGraphDestroy != nullptr) d->cuGraphDestroy(g);
+        capturing_ = false;
+      }
+      // cuStreamDestroy returns at once; queued work still completes (CUDA semantics).
+      d->cuStreamDestroy(s_);
+    }
     s_ = nullptr;
   }
   void* cuda_handle() override { return s_; }
 
+  Status use_range(uint64_t ptr, uint64_t bytes, const char* what) override {
+    if (bytes == 0) return Status::Ok();
+    {
+      std::lock_guard<std::mutex> cap(cap_mu_);
+      if (capturing_) return note_range(ptr, bytes, what);
+    }
+    return check(ptr, bytes, what);
+  }
+
+  bool capturing() override {
+    std::lock_guard<std::mutex> cap(cap_mu_);
+    return capturing_;
+  }
+
+  Status begin_capture(int mode) override {
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    if (d->cuStreamBeginCapture == nullptr || d->cuStreamEndCapture == nullptr ||
+        d->cuGraphInstantiateWithFlags == nullptr || d->cuGraphLaunch == nullptr) {
+      return Status::Error(Code::kNoDevice, "this NVIDIA driver lacks CUDA graph entry points (cuStreamBeginCapture_v2, cuGraphInstantiateWithFlags)");
+    }
+    std::lock_guard<std::mutex> cap(cap_mu_);
+    if (capturing_) return Status::Invalid("beginCapture: the stream is already capturing a graph");
+    X_RETURN_IF_ERROR(cuda_status(d->cuStreamBeginCapture(s_, mode), "cuStreamBeginCapture"));
+    capturing_ = true;
+    ranges_.clear();
+    seen_.clear();
+    return Status::Ok();
+  }
+
+  Status end_capture(std::shared_ptr<CudaGraph>* out) override {
+    const cuda::Driver* d = nullptr;
+    X_RETURN_IF_ERROR(enter(&d));
+    std::vector<GraphRange> ranges;
+    cuda::CUgraph graph = nullptr;
+    {
+      std::lock_guard<std::mutex> cap(cap_mu_);
+      if (!capturing_) return Status::Invalid("endCapture: the stream is not capturing a graph");
+      capturing_ = false;
+      ranges.swap(ranges_);
+      seen_.clear();
+      cuda::CUresult r = d->cuStreamEndCapture(s_, &graph);
+      if (r != cuda::CUDA_SUCCESS) {
+        if (graph != nullptr) d->cuGraphDestroy(graph);
+        Status st = cuda_status(r, "cuStreamEndCapture");
+        if (r == cuda::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) {
+          st.message += ": an operation during the capture was not capturable (e.g. a synchronous "
+                        "call or a wait on an event recorded outside the capture)";
+        }
+        return st;
+      }
+    }
+    size_t nodes = 0;
+    if (d->cuGraphGetNodes != nullptr) d->cuGraphGetNodes(graph, nullptr, &nodes);
+    cuda::CUgraphExec exec = nullptr;
+    cuda::CUresult r = d->cuGraphInstantiateWithFlags(&exec, graph, 0);
+    d->cuGraphDestroy(graph);  // the executable graph is independent of its template
+    X_RETURN_IF_ERROR(cuda_status(r, "cuGraphInstantiateWithFlags"));
+    *out = std::make_shared<CudaGraph>(device_, exec, nodes, std::move(ranges));
+    return Status::Ok();
+  }
+
  private:
+  static Status capture_refusal(const char* what) {
+    return Status::Invalid(std::string(what) +
+                           " is not allowed while the stream captures a graph; end the capture first");
+  }
+  // While capturing (cap_mu_ held): only registered memory, recorded once per registration.
+  Status note_range(uint64_t ptr, uint64_t bytes, const char* what) {
+    auto& reg = MemoryRegistry::instance();
+    RangeInfo r;
+    if (!reg.find(device_, ptr, &r) && !reg.find(X_DEVICE_CPU, ptr, &r)) {
+      return Status::Invalid(std::string(what) + " " + hex(ptr) +
+                             " is not memory x manages; while capturing a graph only persistent "
+                             "memory (an @x/cumem allocation or a HostBuffer) may be used, so that "
+                             "every launch can check it still exists (DESIGN.md rule 3)");
+    }
+    X_RETURN_IF_ERROR(reg.check(r.device, ptr, bytes, what, true));
+    if (seen_.insert({r.device, r.base}).second) ranges_.push_back({r.device, r.base, r.generation});
+    return Status::Ok();
+  }
+
   Status enter(const cuda::Driver** d) {
     if (s_ == nullptr) return Status::Invalid("the stream was disposed; create a new one");
     X_RETURN_IF_ERROR(driver(d));
@@ -249,6 +346,10 @@ class CudaStream final : public Stream {
   }
   std::mutex mu_;
   cuda::CUstream s_;
+  std::mutex cap_mu_;  // guards the capture state below
+  bool capturing_ = false;
+  std::vector<GraphRange> ranges_;
+  std::set<std::pair<int, uint64_t>> seen_;
 };
 
 }  // namespace

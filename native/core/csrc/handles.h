@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "graph.h"
 #include "stream.h"
 #include "x/core_api.h"
 
@@ -11,6 +12,10 @@ struct x_stream {
 };
 struct x_event {
   std::shared_ptr<x::Event> event;
+};
+// A JS CudaGraph's native side (not part of the C table).
+struct x_graph {
+  std::shared_ptr<x::CudaGraph> graph;
 };
 
 namespace x {

@@ -33,7 +33,7 @@ Status MemoryRegistry::add(int device, uint64_t base, uint64_t size, RangeState 
                              hex(prev->second.base));
     }
   }
-  ranges_.emplace(key, RangeInfo{device, base, size, state, std::move(owner)});
+  ranges_.emplace(key, RangeInfo{device, base, size, state, std::move(owner), next_generation_++});
   return Status::Ok();
 }
 
@@ -80,6 +80,34 @@ Status MemoryRegistry::check(int device, uint64_t ptr, uint64_t size, const char
                          " is not memory x manages on " +
                          (device < 0 ? std::string("cpu") : "cuda:" + std::to_string(device)) +
                          " (expected a HostBuffer or an @x/cumem allocation)");
+}
+
+bool MemoryRegistry::find(int device, uint64_t ptr, RangeInfo* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = ranges_.upper_bound({device, ptr});
+  if (it == ranges_.begin()) return false;
+  const RangeInfo& r = std::prev(it)->second;
+  if (r.device != device || ptr < r.base || ptr >= r.base + r.size) return false;
+  *out = r;
+  return true;
+}
+
+Status MemoryRegistry::check_generation(int device, uint64_t base, uint64_t generation,
+                                        const char* what) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = ranges_.find({device, base});
+  if (it == ranges_.end() || it->second.generation != generation) {
+    return Status::Invalid(std::string(what) + ": memory at " + hex(base) +
+                           " that the graph was captured with was freed" +
+                           (it == ranges_.end() ? "" : " and replaced by another allocation") +
+                           "; a graph may only use buffers that outlive it (capture it again)");
+  }
+  if (it->second.state != RangeState::kMapped) {
+    return Status::Error(Code::kAsleep, std::string(what) + ": memory at " + hex(base) + " (" +
+                                            it->second.owner +
+                                            ") that the graph uses is asleep; wake it before launching");
+  }
+  return Status::Ok();
 }
 
 std::vector<RangeInfo> MemoryRegistry::snapshot() const {

@@ -21,6 +21,9 @@ struct RangeInfo {
   uint64_t size = 0;
   RangeState state = RangeState::kMapped;
   std::string owner;
+  // Unique per registration (never reused), so a graph can tell "the same allocation" from "a new
+  // allocation that happens to sit at the same address".
+  uint64_t generation = 0;
 };
 
 // When a check happens: at enqueue (draining memory refused) or when queued work runs (draining
@@ -40,9 +43,15 @@ class MemoryRegistry {
   Status check(int device, uint64_t ptr, uint64_t size, const char* what, bool known_required,
                CheckAt at = CheckAt::kEnqueue) const;
   std::vector<RangeInfo> snapshot() const;
+  // The registered range of `device` containing `ptr`, if any.
+  bool find(int device, uint64_t ptr, RangeInfo* out) const;
+  // OK when the registration `generation` at (device, base) still exists and is mapped; kAsleep
+  // when it sleeps; kInvalidArgument naming `what` when it was freed (or replaced).
+  Status check_generation(int device, uint64_t base, uint64_t generation, const char* what) const;
 
  private:
   mutable std::mutex mu_;
+  uint64_t next_generation_ = 1;
   std::map<std::pair<int, uint64_t>, RangeInfo> ranges_;  // keyed by (device, base)
 };
 

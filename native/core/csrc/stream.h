@@ -18,6 +18,7 @@
 namespace x {
 
 class Event;
+class CudaGraph;
 
 // Called once when the awaited work completed (ok) or failed; may run on any thread.
 using Waiter = std::function<void(Status)>;
@@ -45,6 +46,22 @@ class Stream {
   // Drops queued work and waits up to `timeout_ms` for in-flight work (environment teardown).
   virtual void stop_and_join(int timeout_ms) { (void)timeout_ms; }
   virtual void* cuda_handle() { return nullptr; }
+  // Declares that work about to be enqueued on this stream reads or writes [ptr, ptr+bytes), and
+  // checks that it may: memory x manages must be awake; CPU streams accept only memory x manages;
+  // CUDA streams also accept memory the driver knows, except while capturing a graph, when only
+  // registered (persistent) memory is accepted and the range is recorded so that every launch of
+  // the graph re-checks it (DESIGN.md rule 3).
+  virtual Status use_range(uint64_t ptr, uint64_t bytes, const char* what) = 0;
+  // Graph capture (CUDA streams; `mode` is a CU_STREAM_CAPTURE_MODE_*). CPU streams refuse.
+  virtual Status begin_capture(int mode) {
+    (void)mode;
+    return Status::Invalid("graph capture needs a CUDA stream; received a CPU stream");
+  }
+  virtual Status end_capture(std::shared_ptr<CudaGraph>* out) {
+    (void)out;
+    return Status::Invalid("graph capture needs a CUDA stream; received a CPU stream");
+  }
+  virtual bool capturing() { return false; }
   // Labels of the last completed operations, oldest first (CPU streams with recording on).
   virtual std::vector<std::string> completed_ops() { return {}; }
 

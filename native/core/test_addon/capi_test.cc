@@ -146,6 +146,16 @@ Napi::Value CheckRange(const Napi::CallbackInfo& info) {
                                             info[3].As<Napi::BigInt>().Uint64Value(&l)));
 }
 
+// useRange(capi, stream, ptr, size) -> status code of stream_use_range
+Napi::Value UseRange(const Napi::CallbackInfo& info) {
+  const x_core_api* api = table_of(info[0]);
+  bool l = true;
+  return Napi::Number::New(info.Env(),
+                           api->stream_use_range(handle_of<x_stream>(info[1]),
+                                                 info[2].As<Napi::BigInt>().Uint64Value(&l),
+                                                 info[3].As<Napi::BigInt>().Uint64Value(&l), "test"));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
   exports.Set("enqueueCopyWord", Napi::Function::New(env, EnqueueCopyWord));
@@ -157,6 +167,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setRangeState", Napi::Function::New(env, SetRangeState));
   exports.Set("unregisterRange", Napi::Function::New(env, UnregisterRange));
   exports.Set("checkRange", Napi::Function::New(env, CheckRange));
+  exports.Set("useRange", Napi::Function::New(env, UseRange));
   return exports;
 }
 

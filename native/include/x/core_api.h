@@ -87,6 +87,14 @@ typedef struct x_core_api {
   /* X_SUCCESS when [ptr, ptr+size) lies inside one mapped range; X_ERR_ASLEEP when inside an unmapped
    * or draining one; X_ERR_INVALID_ARGUMENT when x does not know the memory. */
   int (*check_range)(int device, uint64_t ptr, uint64_t size);
+
+  /* Appended (check `size`): declares that work the caller is about to enqueue on `stream` reads
+   * or writes [ptr, ptr+bytes), and checks that it may. Memory x manages must be awake
+   * (X_ERR_ASLEEP otherwise); CPU streams accept only memory x manages; CUDA streams also accept
+   * memory the driver knows, except while the stream captures a graph: then only registered
+   * (persistent) memory is accepted, and the registration is recorded so every launch of the graph
+   * re-checks it (DESIGN.md rule 3). `what` names the argument in error messages. */
+  int (*stream_use_range)(x_stream* stream, uint64_t ptr, uint64_t bytes, const char* what);
 } x_core_api;
 
 #ifdef __cplusplus

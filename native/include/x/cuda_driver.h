@@ -26,21 +26,39 @@ using CUmodule = struct CUmod_st*;
 using CUfunction = struct CUfunc_st*;
 using CUmemGenericAllocationHandle = unsigned long long;
 using CUhostFn = void (*)(void* user_data);
+using CUgraph = struct CUgraph_st*;
+using CUgraphExec = struct CUgraphExec_st*;
+using CUgraphNode = struct CUgraphNode_st*;
 
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr CUresult CUDA_ERROR_OUT_OF_MEMORY = 2;
 constexpr CUresult CUDA_ERROR_NOT_READY = 600;
+constexpr CUresult CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901;
+
+// Stream capture (CUDA graphs). Modes of cuStreamBeginCapture_v2; statuses of cuStreamIsCapturing.
+constexpr int CU_STREAM_CAPTURE_MODE_GLOBAL = 0;
+constexpr int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+constexpr int CU_STREAM_CAPTURE_MODE_RELAXED = 2;
+constexpr int CU_STREAM_CAPTURE_STATUS_NONE = 0;
+constexpr int CU_STREAM_CAPTURE_STATUS_ACTIVE = 1;
+constexpr int CU_STREAM_CAPTURE_STATUS_INVALIDATED = 2;
+
+// CUfunction_attribute: raise a kernel's dynamic shared memory above 48 KiB.
+constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
 constexpr unsigned CU_STREAM_NON_BLOCKING = 0x1;
 constexpr unsigned CU_EVENT_DEFAULT = 0x0;
 constexpr unsigned CU_EVENT_DISABLE_TIMING = 0x2;
 constexpr unsigned CU_MEMHOSTALLOC_PORTABLE = 0x1;
+constexpr unsigned CU_MEMHOSTALLOC_DEVICEMAP = 0x2;
 
 // CUdevice_attribute values used by x.
 constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr int CU_DEVICE_ATTRIBUTE_PCI_BUS_ID = 33;
+constexpr int CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
+constexpr int CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
 constexpr int CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102;
 constexpr int CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2;
 
@@ -128,6 +146,16 @@ struct Driver {
   CUresult (*cuMemGetAllocationGranularity)(size_t*, const CUmemAllocationProp*,
                                             CUmemAllocationGranularity_flags);
   CUresult (*cuPointerGetAttribute)(void*, int, CUdeviceptr);
+  // Optional entry points (null when the driver lacks them; users check before calling).
+  CUresult (*cuStreamBeginCapture)(CUstream, int mode);  // cuStreamBeginCapture_v2
+  CUresult (*cuStreamEndCapture)(CUstream, CUgraph*);
+  CUresult (*cuStreamIsCapturing)(CUstream, int* status);
+  CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec*, CUgraph, unsigned long long);
+  CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+  CUresult (*cuGraphExecDestroy)(CUgraphExec);
+  CUresult (*cuGraphDestroy)(CUgraph);
+  CUresult (*cuGraphGetNodes)(CUgraph, CUgraphNode*, size_t*);
+  CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
 };
 
 // The result of opening the driver once per process: either a usable table or the reason why not.
@@ -228,6 +256,15 @@ inline const DriverLoad& load_driver() {
     ok &= resolve(lib, d.cuMemSetAccess, "cuMemSetAccess");
     ok &= resolve(lib, d.cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity");
     ok &= resolve(lib, d.cuPointerGetAttribute, "cuPointerGetAttribute");
+    resolve(lib, d.cuStreamBeginCapture, "cuStreamBeginCapture_v2");
+    resolve(lib, d.cuStreamEndCapture, "cuStreamEndCapture");
+    resolve(lib, d.cuStreamIsCapturing, "cuStreamIsCapturing");
+    resolve(lib, d.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");
+    resolve(lib, d.cuGraphLaunch, "cuGraphLaunch");
+    resolve(lib, d.cuGraphExecDestroy, "cuGraphExecDestroy");
+    resolve(lib, d.cuGraphDestroy, "cuGraphDestroy");
+    resolve(lib, d.cuGraphGetNodes, "cuGraphGetNodes");
+    resolve(lib, d.cuFuncSetAttribute, "cuFuncSetAttribute");
     if (!ok) {
       load.why = std::string("the NVIDIA driver in ") + load.library +
                  " lacks entry points x needs (driver too old?)";

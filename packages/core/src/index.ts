@@ -32,6 +32,7 @@ export {
   type XErrorCode,
   type XErrorOptions,
 } from './errors.js';
+export { type CaptureMode, type CaptureOptions, CudaGraph } from './graph.js';
 export { HostBuffer, type HostBufferOptions } from './host-buffer.js';
 export { type BuildInfo, buildInfo, CAPI_VERSION, capi, version } from './info.js';
 export { type LoadedAddon, type LoadNativeAddonOptions, loadNativeAddon } from './load-native.js';

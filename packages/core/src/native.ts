@@ -36,6 +36,11 @@ export interface CoreNative {
   streamWait(s: NativeHandle): Promise<void>;
   streamCompletedOps(s: NativeHandle): string[];
   streamClose(s: NativeHandle): void;
+  streamBeginCapture(s: NativeHandle, mode: number): void;
+  streamEndCapture(s: NativeHandle): [NativeHandle, number, number];
+  streamCapturing(s: NativeHandle): boolean;
+  graphLaunch(g: NativeHandle, s: NativeHandle): void;
+  graphDispose(g: NativeHandle): void;
   createEvent(device: number, timing: boolean): NativeHandle;
   eventQuery(e: NativeHandle): boolean;
   eventWait(e: NativeHandle): Promise<void>;

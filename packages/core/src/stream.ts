@@ -160,6 +160,11 @@ export class Stream {
     callNative(() => native().streamSynchronizeSync(this.handle(), timeoutMs));
   }
 
+  /** True while this stream captures a CUDA graph (see CudaGraph.capture). */
+  get capturing(): boolean {
+    return callNative(() => native().streamCapturing(this.handle()));
+  }
+
   /** Labels of completed operations, oldest first (CPU streams created with recordOps). */
   completedOps(): string[] {
     return callNative(() => native().streamCompletedOps(this.handle()));

@@ -23,6 +23,7 @@ interface CapiTest {
   setRangeState(api: bigint, device: number, base: bigint, state: 0 | 1 | 2): void;
   unregisterRange(api: bigint, device: number, base: bigint): void;
   checkRange(api: bigint, device: number, ptr: bigint, size: bigint): number;
+  useRange(api: bigint, stream: bigint, ptr: bigint, size: bigint): number;
 }
 
 const addon = createRequire(import.meta.url)(capiTestAddonPath()) as CapiTest;
@@ -98,6 +99,18 @@ describe('x_core_api (C function table) from a second addon', () => {
     s.fill(host.ptr, 64, 3, 1);
     await s.synchronize();
     expect(host.bytes[63]).toBe(3);
+  });
+
+  it('stream_use_range: a CPU stream accepts memory x manages, refuses unknown or sleeping memory', () => {
+    const host = HostBuffer.alloc(64);
+    const s = Stream.create('cpu');
+    expect(addon.useRange(api, s.nativeHandle, host.ptr + 8n, 56n)).toBe(0);
+    expect(addon.useRange(api, s.nativeHandle, host.ptr + 8n, 57n)).toBe(1); // runs past the end
+    expect(addon.useRange(api, s.nativeHandle, 0x10n, 8n)).toBe(1); // unknown
+    expect(addon.useRange(api, s.nativeHandle, 0x10n, 0n)).toBe(0); // empty ranges are fine
+    addon.setRangeState(api, -1, host.ptr, 0);
+    expect(addon.useRange(api, s.nativeHandle, host.ptr, 8n)).toBe(5); // X_ERR_ASLEEP
+    addon.setRangeState(api, -1, host.ptr, 1);
   });
 
   it('draining memory: queued work still completes, new work is refused', async () => {

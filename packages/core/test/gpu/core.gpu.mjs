@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { after, test } from 'node:test';
-import { cudaStatus, devices, Event, HostBuffer, Stream } from '../../dist/index.js';
+import { CudaGraph, cudaStatus, devices, Event, HostBuffer, Stream } from '../../dist/index.js';
 import { deviceAllocForTesting, deviceFreeForTesting } from '../../dist/testing.js';
 
 const DEV = 'cuda:0';
@@ -192,4 +192,63 @@ test('copying from address 0x10 fails with a typed error and the process survive
 
 test("Stream.create('cuda:63') throws X_NO_DEVICE", gpu, () => {
   assert.throws(() => Stream.create('cuda:63'), { code: 'X_NO_DEVICE' });
+});
+
+// CUDA graphs: core's own ops (the 8-byte fill kernel, copies) into pinned host memory, which is
+// registered and device-accessible. Kernel graphs and sleep/wake are checked in @x/kernels' suite.
+test(
+  'a captured graph replays its work each launch; capture refuses synchronize',
+  gpu,
+  async () => {
+    const n = 1 << 20;
+    const a = pinned(n);
+    const b = pinned(n);
+    const s = Stream.create(DEV);
+    const pattern = 0x0bad_cafe_1234_5678n;
+    const graph = CudaGraph.capture(s, () => {
+      assert.equal(s.capturing, true);
+      s.fill(a.ptr, n, pattern, 8).copy(b.ptr, a.ptr, n);
+      assert.throws(() => s.synchronizeSync({ timeoutMs: 1000 }), /captures a graph/);
+    });
+    assert.equal(s.capturing, false);
+    assert.ok(graph.nodeCount >= 2, `nodeCount ${graph.nodeCount}`);
+    assert.equal(graph.bufferCount, 2);
+    for (let i = 0; i < 3; i++) {
+      a.bytes.fill(0);
+      b.bytes.fill(0);
+      graph.launch(s);
+      await s.synchronize();
+      const words = new BigUint64Array(b.buffer);
+      assert.equal(
+        words.findIndex((w) => w !== pattern),
+        -1,
+        `launch ${i}: b not rewritten`,
+      );
+    }
+    assert.throws(() => graph.launch(Stream.create('cpu')), { code: 'X_INVALID_ARGUMENT' });
+    graph.dispose();
+    assert.throws(() => graph.launch(s), { code: 'X_DISPOSED' });
+    s.dispose();
+  },
+);
+
+test('capture refuses memory x does not manage; a freed buffer fails the launch', gpu, async () => {
+  const s = Stream.create(DEV);
+  const dev = deviceAlloc(4096);
+  assert.throws(
+    () => CudaGraph.capture(s, () => s.fill(dev, 4096, 1n, 8)),
+    /not memory x manages.*rule 3/,
+  );
+  assert.equal(s.capturing, false, 'the failed capture was not ended');
+  const h = HostBuffer.alloc(4096, { device: DEV });
+  const graph = CudaGraph.capture(s, () => s.fill(h.ptr, 4096, 7n, 8));
+  graph.launch(s);
+  await s.synchronize();
+  assert.equal(new BigUint64Array(h.buffer)[511], 7n);
+  h.dispose();
+  assert.throws(() => graph.launch(s), /was freed/);
+  s.fill(dev, 4096, 0, 1); // the stream still works
+  await s.synchronize();
+  graph.dispose();
+  s.dispose();
 });
