@@ -186,6 +186,19 @@ describe('x generate: errors a user can act on', () => {
       expect(out.token_ids.length).toBeGreaterThan(0);
       // The demo model writes English words (KJV vocabulary), not byte soup.
       expect(out.text).toMatch(/[a-z]+ [a-z]+/i);
+      // train.py recorded transformers' fp32 greedy continuation of its check prompt.
+      const { reference } = JSON.parse(readFileSync(join(dir, 'training.json'), 'utf8'));
+      const greedy = runJson([
+        '--prompt',
+        reference.prompt,
+        '--max-tokens',
+        String(reference.greedy_ids.length),
+        '--temperature',
+        '0',
+        '--ignore-eos',
+      ]);
+      expect(greedy.prompt_token_ids).toEqual(reference.prompt_ids);
+      expect(greedy.token_ids).toEqual(reference.greedy_ids);
     } else {
       expect(r.status).toBe(1);
       expect(r.stderr).toContain('the built-in default model is not present');
