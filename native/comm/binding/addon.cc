@@ -11,11 +11,13 @@
 #include "../csrc/file_store.h"
 #include "../csrc/gloo_group.h"
 #include "../csrc/tcp_store.h"
+#include "glue.h"
 #include "x/core_api.h"
 #include "x/napi_util.h"
 
 namespace {
 
+using namespace x::comm::binding;  // NOLINT: the glue is this addon's own vocabulary
 using x::Code;
 using x::Status;
 using x::comm::CommFailure;
@@ -24,24 +26,6 @@ using x::comm::KvStore;
 using x::napi::check;
 using x::napi::u64;
 
-struct Result {
-  Status st;
-  CommFailure failure;
-  std::string str;
-  int64_t num = 0;
-  bool flag = false;
-  std::vector<std::string> list;
-};
-using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
-using Settle = std::function<void(Result)>;
-
-Result make_result(Status st, CommFailure f = {}) {
-  Result r;
-  r.st = std::move(st);
-  r.failure = f;
-  return r;
-}
-
 struct GroupState {
   std::shared_ptr<Group> group;
   std::mutex mu;
@@ -49,88 +33,14 @@ struct GroupState {
   CommFailure last_failure;
 };
 
-struct EnvState;
 void keep_env_state(Napi::Env, EnvState*) {}
-struct EnvState {
-  std::mutex mu;
-  std::vector<std::weak_ptr<GroupState>> groups;
-  std::vector<std::weak_ptr<x::comm::TcpStoreServer>> servers;
-};
 void cleanup_env(void* arg) {
   auto* st = static_cast<EnvState*>(arg);
-  for (auto& w : st->groups)
-    if (auto g = w.lock()) g->group->close();
-  for (auto& w : st->servers)
-    if (auto s = w.lock()) s->stop();
+  for (auto& fn : st->cleanups) fn();
   delete st;
 }
 
-// A rejection: X_INVALID_ARGUMENT for contract violations, X_TIMEOUT for store waits, otherwise
-// X_COMM_ERROR with rank / op / peer / timeoutMs.
-Napi::Error to_error(Napi::Env env, const Result& r, int rank) {
-  if (r.st.code == Code::kInvalidArgument) return x::napi::make_error(env, r.st);
-  Napi::Error e = Napi::Error::New(env, r.st.message);
-  bool store_timeout = r.st.code == Code::kTimeout && r.st.operation.rfind("store", 0) == 0;
-  e.Set("code", Napi::String::New(env, store_timeout ? "X_TIMEOUT" : "X_COMM_ERROR"));
-  e.Set("operation", Napi::String::New(env, r.st.operation));
-  e.Set("rank", Napi::Number::New(env, rank));
-  if (r.failure.peer >= 0) e.Set("peer", Napi::Number::New(env, r.failure.peer));
-  if (r.failure.timeout_ms >= 0) e.Set("timeoutMs", Napi::Number::New(env, static_cast<double>(r.failure.timeout_ms)));
-  return e;
-}
-
-// A promise settled from any thread. keep_alive: the pending promise holds the event loop open.
-Napi::Promise make_pending(Napi::Env env, Convert convert, int rank, Settle* settle_out) {
-  auto deferred = std::make_shared<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
-  Napi::Promise promise = deferred->Promise();
-  auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
-                                            "x.comm.settle", 0, 1);
-  *settle_out = [deferred, tsfn, convert, rank](Result res) mutable {
-    auto* r = new Result(std::move(res));
-    auto local = tsfn;
-    napi_status s = local.BlockingCall(r, [deferred, convert, rank](Napi::Env env, Napi::Function, Result* p) {
-      std::unique_ptr<Result> owned(p);
-      if (env == nullptr) return;
-      try {
-        if (p->st.ok()) deferred->Resolve(convert ? convert(env, *p) : env.Undefined());
-        else deferred->Reject(to_error(env, *p, rank).Value());
-      } catch (const Napi::Error&) {
-      }
-    });
-    if (s != napi_ok) delete r;
-    local.Release();
-  };
-  return promise;
-}
-
-Napi::Promise run_async(Napi::Env env, std::function<void(Result&)> work, Convert convert, int rank = -1) {
-  Settle settle;
-  Napi::Promise p = make_pending(env, std::move(convert), rank, &settle);
-  std::thread([work = std::move(work), settle = std::move(settle)]() mutable {
-    Result r;
-    try {
-      work(r);
-    } catch (const std::exception& e) {
-      r.st = Status::Error(Code::kInternal, e.what());
-    }
-    settle(std::move(r));
-  }).detach();
-  return p;
-}
-
 // ---------------------------------- stores ----------------------------------
-
-struct StoreHandle {
-  std::shared_ptr<KvStore> store;
-};
-struct ServerHandle {
-  std::shared_ptr<x::comm::TcpStoreServer> server;
-};
-
-std::shared_ptr<KvStore> store_of(const Napi::Value& v) {
-  if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "expected a native store handle");
-  return v.As<Napi::External<StoreHandle>>().Data()->store;
-}
 
 Napi::Value StartStoreServer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -139,11 +49,9 @@ Napi::Value StartStoreServer(const Napi::CallbackInfo& info) {
                                              info[1].As<Napi::Number>().Int32Value(), &s);
   if (!st.ok()) throw to_error(env, make_result(st), -1);
   std::shared_ptr<x::comm::TcpStoreServer> server(std::move(s));
-  EnvState* es = env.GetInstanceData<EnvState>();
-  {
-    std::lock_guard<std::mutex> lock(es->mu);
-    es->servers.push_back(server);
-  }
+  env.GetInstanceData<EnvState>()->add([w = std::weak_ptr<x::comm::TcpStoreServer>(server)] {
+    if (auto s = w.lock()) s->stop();
+  });
   Napi::Object out = Napi::Object::New(env);
   out.Set("port", Napi::Number::New(env, server->port()));
   out.Set("handle", Napi::External<ServerHandle>::New(env, new ServerHandle{server}, [](Napi::Env, ServerHandle* h) {
@@ -251,11 +159,9 @@ Napi::Value CreateGroup(const Napi::CallbackInfo& info) {
   gs->group = std::make_shared<Group>(store_of(info[0]), info[1].As<Napi::String>().Utf8Value(),
                                      info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value(),
                                      info[4].As<Napi::Number>().Int64Value(), info[5].As<Napi::String>().Utf8Value());
-  EnvState* es = env.GetInstanceData<EnvState>();
-  {
-    std::lock_guard<std::mutex> lock(es->mu);
-    es->groups.push_back(gs);
-  }
+  env.GetInstanceData<EnvState>()->add([w = std::weak_ptr<GroupState>(gs)] {
+    if (auto g = w.lock()) g->group->close();
+  });
   return Napi::External<std::shared_ptr<GroupState>>::New(env, new std::shared_ptr<GroupState>(gs),
                                                            [](Napi::Env, std::shared_ptr<GroupState>* h) {
                                                              (*h)->group->close();
@@ -272,44 +178,6 @@ Napi::Value ConnectGroup(const Napi::CallbackInfo& info) {
 Napi::Value CloseGroup(const Napi::CallbackInfo& info) {
   group_of(info[0])->group->close();
   return info.Env().Undefined();
-}
-
-void* ptr_of(const Napi::Value& v, const char* name) {
-  if (v.IsTypedArray()) {
-    auto a = v.As<Napi::TypedArray>();
-    return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
-  }
-  if (v.IsUndefined() || v.IsNull()) return nullptr;
-  return reinterpret_cast<void*>(u64(v, name));
-}
-
-x::comm::OpDesc op_of(const Napi::Object& o) {
-  x::comm::OpDesc d;
-  d.kind = static_cast<x::comm::OpKind>(o.Get("kind").As<Napi::Number>().Int32Value());
-  d.in = ptr_of(o.Get("in"), "in");
-  d.out = ptr_of(o.Get("out"), "out");
-  d.count = static_cast<size_t>(o.Get("count").As<Napi::Number>().Int64Value());
-  d.dtype = static_cast<x::comm::DType>(o.Get("dtype").As<Napi::Number>().Int32Value());
-  d.reduce = static_cast<x::comm::ReduceOp>(o.Get("reduce").As<Napi::Number>().Int32Value());
-  d.root = o.Get("root").As<Napi::Number>().Int32Value();
-  d.tag = o.Get("tag").As<Napi::Number>().Uint32Value();
-  d.timeout_ms = o.Get("timeoutMs").As<Napi::Number>().Int64Value();
-  Napi::Value items = o.Get("items");
-  if (items.IsArray()) {
-    Napi::Array a = items.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      Napi::Object it = a.Get(i).As<Napi::Object>();
-      x::comm::P2P p;
-      p.send = it.Get("send").ToBoolean();
-      p.ptr = ptr_of(it.Get("ptr"), "ptr");
-      p.count = static_cast<size_t>(it.Get("count").As<Napi::Number>().Int64Value());
-      p.dtype = static_cast<x::comm::DType>(it.Get("dtype").As<Napi::Number>().Int32Value());
-      p.peer = it.Get("peer").As<Napi::Number>().Int32Value();
-      p.tag = it.Get("tag").As<Napi::Number>().Uint32Value();
-      d.items.push_back(p);
-    }
-  }
-  return d;
 }
 
 // A stream-ordered operation: runs on the stream's thread; settles a promise when one was asked for.
@@ -392,6 +260,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("closeGroup", Napi::Function::New(env, CloseGroup));
   exports.Set("enqueue", Napi::Function::New(env, Enqueue));
   exports.Set("lastError", Napi::Function::New(env, LastError));
+  register_nccl(env, exports);
   return exports;
 }
 

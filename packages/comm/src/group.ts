@@ -9,33 +9,19 @@ import {
   OP,
   REDUCE_CODE,
 } from './native.js';
+import {
+  base,
+  checkReduce,
+  checkTag,
+  emptyOp,
+  type ExchangeItem,
+  type HostArray,
+  type P2POptions,
+  type ReduceOp,
+} from './ops.js';
 import type { Store } from './store.js';
 
-/** Reductions of allReduce / reduceScatter. */
-export type ReduceOp = keyof typeof REDUCE_CODE;
-
-/** Host arrays the promise forms accept (control-plane data). */
-export type HostArray =
-  | Float32Array
-  | Float64Array
-  | Int32Array
-  | BigInt64Array
-  | Uint8Array
-  | Uint16Array;
-
-/** One side of a grouped point-to-point exchange (pipeline stages). */
-export interface ExchangeItem<T extends Tensor | HostArray = Tensor | HostArray> {
-  op: 'send' | 'recv';
-  data: T;
-  peer: number;
-  /** Distinguishes several messages between the same two ranks (default 0). */
-  tag?: number;
-}
-
-/** Options of a point-to-point operation. */
-export interface P2POptions {
-  tag?: number;
-}
+export type { ExchangeItem, HostArray, P2POptions, ReduceOp } from './ops.js';
 
 /** How a group was formed: shared by a world and its subgroups. @internal */
 export interface GroupContext {
@@ -58,13 +44,6 @@ function hostDType(a: HostArray, name: string): keyof typeof DTYPE_CODE {
     'a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or Uint16Array (bf16), or a Tensor with a Stream',
     a,
   );
-}
-
-function checkReduce(op: unknown): ReduceOp {
-  if (typeof op !== 'string' || !Object.hasOwn(REDUCE_CODE, op)) {
-    throw new InvalidArgumentError('op', `one of ${Object.keys(REDUCE_CODE).join(', ')}`, op);
-  }
-  return op as ReduceOp;
 }
 
 /**
@@ -408,32 +387,6 @@ export class ProcessGroup {
   }
 }
 
-function emptyOp(kind: number): NativeOp {
-  return {
-    kind,
-    in: undefined,
-    out: undefined,
-    count: 0,
-    dtype: 0,
-    reduce: 0,
-    root: 0,
-    tag: 0,
-    timeoutMs: 0,
-  };
-}
-
-function base(kind: number, t: Tensor): NativeOp {
-  return { ...emptyOp(kind), in: t.ptr, count: t.numel, dtype: DTYPE_CODE[t.dtype] };
-}
-
 function hostBase(kind: number, a: HostArray, d: keyof typeof DTYPE_CODE): NativeOp {
   return { ...emptyOp(kind), in: a as NativeBuffer, count: a.length, dtype: DTYPE_CODE[d] };
-}
-
-function checkTag(name: string, tag: unknown): number {
-  if (tag === undefined) return 0;
-  if (typeof tag !== 'number' || !Number.isInteger(tag) || tag < 0 || tag > 0xffffff) {
-    throw new InvalidArgumentError(name, 'an integer in [0, 16777215]', tag);
-  }
-  return tag;
 }

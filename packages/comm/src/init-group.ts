@@ -1,5 +1,7 @@
-import { InvalidArgumentError, NoDeviceError } from '@x/core';
+import { InvalidArgumentError, parseDevice } from '@x/core';
 import { type GroupContext, ProcessGroup } from './group.js';
+import { requireNccl } from './nccl.js';
+import { NcclGroup } from './nccl-group.js';
 import { DEFAULT_STORE_TIMEOUT_MS, Store, StoreServer } from './store.js';
 
 /** Options of initGroup. rank / worldSize / initMethod default to the launcher's environment. */
@@ -16,12 +18,21 @@ export interface InitGroupOptions {
   initMethod?: string;
   /** Bound on rendezvous and on every operation of the group (default 60000 ms). */
   timeoutMs?: number;
-  /** Device of the group's tensors: "cpu" for gloo (the default). */
+  /**
+   * Device of the group's tensors: "cpu" for gloo (the default there); "cuda:N" for NCCL (default
+   * cuda:$LOCAL_RANK, one GPU per rank).
+   */
   device?: string;
   /** Address this rank's transport listens on (default: 127.0.0.1 for loopback masters, else $X_COMM_HOST or the host name). */
   host?: string;
   /** Namespace of this job's keys in a shared store (file stores: use a fresh one per job). */
   jobId?: string;
+  /**
+   * Rendezvous through this store instead of `initMethod` (the caller owns it and its server),
+   * e.g. to form a gloo and an NCCL group over one store. Groups on one store need distinct
+   * `jobId`s unless they use different backends.
+   */
+  store?: Store;
 }
 
 function envInt(name: string): number | undefined {
@@ -89,24 +100,38 @@ async function rendezvous(
 }
 
 /**
- * Joins a process group of `worldSize` ranks. Resolves when every rank joined and the transport is
- * connected; a rank that never joins makes every other rank fail with CommError (op "init") within
- * `timeoutMs`, naming the missing ranks.
+ * Joins a process group of `worldSize` ranks: gloo (CPU tensors and host arrays) or NCCL (CUDA
+ * tensors, one GPU per rank). Resolves when every rank joined and the transport is connected; a
+ * rank that never joins makes every other rank fail with CommError (op "init") within
+ * `timeoutMs`, naming the missing ranks. For NCCL, an unusable library or driver fails at once
+ * with NcclUnavailableError (a NoDeviceError) before any rendezvous.
  */
-export async function initGroup(options: InitGroupOptions): Promise<ProcessGroup> {
+export async function initGroup(
+  options: InitGroupOptions & { backend: 'gloo' },
+): Promise<ProcessGroup>;
+export async function initGroup(
+  options: InitGroupOptions & { backend: 'nccl' },
+): Promise<NcclGroup>;
+export async function initGroup(options: InitGroupOptions): Promise<ProcessGroup | NcclGroup>;
+export async function initGroup(options: InitGroupOptions): Promise<ProcessGroup | NcclGroup> {
   if (options === null || typeof options !== 'object') {
     throw new InvalidArgumentError('options', 'an object', options);
   }
-  if (options.backend === 'nccl') {
-    throw new NoDeviceError(
-      '@x/comm: the NCCL backend is not available in this build (it needs libnccl.so.2 and a CUDA GPU, and its binding is not built yet); use backend "gloo" on CPU tensors',
-    );
-  }
-  if (options.backend !== 'gloo') {
+  if (options.backend !== 'gloo' && options.backend !== 'nccl') {
     throw new InvalidArgumentError('options.backend', '"gloo" or "nccl"', options.backend);
   }
-  if (options.device !== undefined && options.device !== 'cpu') {
+  const nccl = options.backend === 'nccl';
+  const deviceName = options.device ?? (nccl ? `cuda:${envInt('LOCAL_RANK') ?? 0}` : 'cpu');
+  const device = parseDevice(deviceName, 'options.device');
+  if (!nccl && device.kind !== 'cpu') {
     throw new InvalidArgumentError('options.device', '"cpu" for the gloo backend', options.device);
+  }
+  if (nccl && device.kind !== 'cuda') {
+    throw new InvalidArgumentError(
+      'options.device',
+      '"cuda:N" for the nccl backend',
+      options.device,
+    );
   }
   const worldSize = options.worldSize ?? envInt('WORLD_SIZE');
   const rank = options.rank ?? envInt('RANK');
@@ -132,23 +157,44 @@ export async function initGroup(options: InitGroupOptions): Promise<ProcessGroup
       timeoutMs,
     );
   }
+  if (nccl) {
+    requireNccl();
+    // Read by NCCL when the communicator is created; the user's environment wins. Without NVLink
+    // multicast (project rule), and with every collective connection made at init, on the connect
+    // thread, instead of lazily inside an enqueue call on the JS thread.
+    process.env.NCCL_NVLS_ENABLE ??= '0';
+    process.env.NCCL_RUNTIME_CONNECT ??= '0';
+  }
   const jobId = options.jobId ?? process.env.X_JOB_ID ?? 'x';
-  const { store, server, masterHost } = await rendezvous(
-    options.initMethod ?? 'env://',
-    rank,
-    timeoutMs,
-  );
-  const host =
-    options.host ??
-    process.env.X_COMM_HOST ??
-    (isLoopback(masterHost) ? '127.0.0.1' : (await import('node:os')).hostname());
-  const ctx: GroupContext = {
-    store: store.prefixed(jobId),
-    host,
-    timeoutMs: Math.ceil(timeoutMs),
-    worldRanks: Array.from({ length: worldSize }, (_, i) => i),
-  };
+  if (options.store !== undefined && !(options.store instanceof Store)) {
+    throw new InvalidArgumentError('options.store', 'a Store', options.store);
+  }
+  const { store, server, masterHost } = options.store
+    ? { store: options.store, server: undefined, masterHost: options.store.host ?? '127.0.0.1' }
+    : await rendezvous(options.initMethod ?? 'env://', rank, timeoutMs);
+  const worldRanks = Array.from({ length: worldSize }, (_, i) => i);
   try {
+    if (nccl) {
+      const ctx = {
+        store: store.prefixed(jobId),
+        device,
+        timeoutMs: Math.ceil(timeoutMs),
+        worldRanks,
+      };
+      const g = await NcclGroup._connect(ctx, 'nccl-world/', rank);
+      g._onDispose(() => server?.close());
+      return g;
+    }
+    const host =
+      options.host ??
+      process.env.X_COMM_HOST ??
+      (isLoopback(masterHost) ? '127.0.0.1' : (await import('node:os')).hostname());
+    const ctx: GroupContext = {
+      store: store.prefixed(jobId),
+      host,
+      timeoutMs: Math.ceil(timeoutMs),
+      worldRanks,
+    };
     const g = await ProcessGroup._connect(ctx, 'world/', rank);
     g._onDispose(() => server?.close());
     return g;

@@ -81,6 +81,25 @@ export interface CommNative {
     wantPromise: boolean,
   ): Promise<void> | undefined;
   lastError(group: NativeHandle): Error | null;
+  ncclStatus(): {
+    available: boolean;
+    library: string;
+    version: string | null;
+    reason: string | null;
+  };
+  createNcclGroup(
+    store: NativeHandle,
+    prefix: string,
+    rank: number,
+    size: number,
+    device: number,
+    timeoutMs: number,
+  ): NativeHandle;
+  connectNcclGroup(group: NativeHandle): Promise<void>;
+  closeNcclGroup(group: NativeHandle): void;
+  ncclEnqueue(group: NativeHandle, capi: bigint, stream: bigint, op: NativeOp): void;
+  ncclWait(group: NativeHandle): Promise<void>;
+  ncclLastError(group: NativeHandle): Error | null;
 }
 
 const packageRoot = dirname(dirname(fileURLToPath(import.meta.url)));

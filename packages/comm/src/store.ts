@@ -35,12 +35,15 @@ function checkKey(key: unknown): string {
 export class Store {
   readonly prefix: string;
   readonly timeoutMs: number;
+  /** The TCP store's host (undefined for a file store, which serves one host). */
+  readonly host: string | undefined;
   readonly #handle: NativeHandle;
 
-  private constructor(handle: NativeHandle, prefix: string, timeoutMs: number) {
+  private constructor(handle: NativeHandle, prefix: string, timeoutMs: number, host?: string) {
     this.#handle = handle;
     this.prefix = prefix;
     this.timeoutMs = timeoutMs;
+    this.host = host;
   }
 
   /** Connects to a TCP store at host:port, retrying until it is up or `timeoutMs` runs out. */
@@ -50,7 +53,7 @@ export class Store {
     checkPort(port);
     const t = checkTimeout(options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
     const h = await settle(native().connectTcpStore(host, port, t), new Error());
-    return new Store(h, '', t);
+    return new Store(h, '', t, host);
   }
 
   /** Opens (creating it if needed) a file store in `dir`, for ranks on one host. */
@@ -68,7 +71,7 @@ export class Store {
   /** A view of this store whose keys are prefixed with `prefix` (joined with "/"). */
   prefixed(prefix: string): Store {
     checkKey(prefix);
-    return new Store(this.#handle, `${this.prefix}${prefix}/`, this.timeoutMs);
+    return new Store(this.#handle, `${this.prefix}${prefix}/`, this.timeoutMs, this.host);
   }
 
   /** Stores `value` under `key` (overwriting). */

@@ -1,0 +1,159 @@
+// Node-API glue shared by the binding files of @x/comm: results settled from native threads,
+// errors carrying rank / op / peer / timeoutMs, store handles and per-environment cleanup.
+#pragma once
+
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../csrc/comm_op.h"
+#include "../csrc/kv_store.h"
+#include "../csrc/tcp_store.h"
+#include "x/napi_util.h"
+
+namespace x::comm::binding {
+
+using x::Code;
+using x::Status;
+
+struct Result {
+  Status st;
+  CommFailure failure;
+  std::string str;
+  int64_t num = 0;
+  bool flag = false;
+  std::vector<std::string> list;
+};
+using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
+using Settle = std::function<void(Result)>;
+
+inline Result make_result(Status st, CommFailure f = {}) {
+  Result r;
+  r.st = std::move(st);
+  r.failure = f;
+  return r;
+}
+
+// A rejection: X_INVALID_ARGUMENT for contract violations, X_NO_DEVICE when NCCL or CUDA is missing, X_TIMEOUT for store waits, otherwise
+// X_COMM_ERROR with rank / op / peer / timeoutMs.
+inline Napi::Error to_error(Napi::Env env, const Result& r, int rank) {
+  if (r.st.code == Code::kInvalidArgument || r.st.code == Code::kNoDevice) return x::napi::make_error(env, r.st);
+  Napi::Error e = Napi::Error::New(env, r.st.message);
+  bool store_timeout = r.st.code == Code::kTimeout && r.st.operation.rfind("store", 0) == 0;
+  e.Set("code", Napi::String::New(env, store_timeout ? "X_TIMEOUT" : "X_COMM_ERROR"));
+  e.Set("operation", Napi::String::New(env, r.st.operation));
+  e.Set("rank", Napi::Number::New(env, rank));
+  if (r.failure.peer >= 0) e.Set("peer", Napi::Number::New(env, r.failure.peer));
+  if (r.failure.timeout_ms >= 0) e.Set("timeoutMs", Napi::Number::New(env, static_cast<double>(r.failure.timeout_ms)));
+  return e;
+}
+
+// A promise settled from any thread. keep_alive: the pending promise holds the event loop open.
+inline Napi::Promise make_pending(Napi::Env env, Convert convert, int rank, Settle* settle_out) {
+  auto deferred = std::make_shared<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
+  Napi::Promise promise = deferred->Promise();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                            "x.comm.settle", 0, 1);
+  *settle_out = [deferred, tsfn, convert, rank](Result res) mutable {
+    auto* r = new Result(std::move(res));
+    auto local = tsfn;
+    napi_status s = local.BlockingCall(r, [deferred, convert, rank](Napi::Env env, Napi::Function, Result* p) {
+      std::unique_ptr<Result> owned(p);
+      if (env == nullptr) return;
+      try {
+        if (p->st.ok()) deferred->Resolve(convert ? convert(env, *p) : env.Undefined());
+        else deferred->Reject(to_error(env, *p, rank).Value());
+      } catch (const Napi::Error&) {
+      }
+    });
+    if (s != napi_ok) delete r;
+    local.Release();
+  };
+  return promise;
+}
+
+inline Napi::Promise run_async(Napi::Env env, std::function<void(Result&)> work, Convert convert, int rank = -1) {
+  Settle settle;
+  Napi::Promise p = make_pending(env, std::move(convert), rank, &settle);
+  std::thread([work = std::move(work), settle = std::move(settle)]() mutable {
+    Result r;
+    try {
+      work(r);
+    } catch (const std::exception& e) {
+      r.st = Status::Error(Code::kInternal, e.what());
+    }
+    settle(std::move(r));
+  }).detach();
+  return p;
+}
+
+struct StoreHandle {
+  std::shared_ptr<KvStore> store;
+};
+struct ServerHandle {
+  std::shared_ptr<x::comm::TcpStoreServer> server;
+};
+
+inline std::shared_ptr<KvStore> store_of(const Napi::Value& v) {
+  if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "expected a native store handle");
+  return v.As<Napi::External<StoreHandle>>().Data()->store;
+}
+
+// Operation descriptors from JS (packages/comm/src/native.ts NativeOp), read on the JS thread.
+inline void* ptr_of(const Napi::Value& v, const char* name) {
+  if (v.IsTypedArray()) {
+    auto a = v.As<Napi::TypedArray>();
+    return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  }
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  return reinterpret_cast<void*>(x::napi::u64(v, name));
+}
+
+inline x::comm::OpDesc op_of(const Napi::Object& o) {
+  x::comm::OpDesc d;
+  d.kind = static_cast<x::comm::OpKind>(o.Get("kind").As<Napi::Number>().Int32Value());
+  d.in = ptr_of(o.Get("in"), "in");
+  d.out = ptr_of(o.Get("out"), "out");
+  d.count = static_cast<size_t>(o.Get("count").As<Napi::Number>().Int64Value());
+  d.dtype = static_cast<x::comm::DType>(o.Get("dtype").As<Napi::Number>().Int32Value());
+  d.reduce = static_cast<x::comm::ReduceOp>(o.Get("reduce").As<Napi::Number>().Int32Value());
+  d.root = o.Get("root").As<Napi::Number>().Int32Value();
+  d.tag = o.Get("tag").As<Napi::Number>().Uint32Value();
+  d.timeout_ms = o.Get("timeoutMs").As<Napi::Number>().Int64Value();
+  Napi::Value items = o.Get("items");
+  if (items.IsArray()) {
+    Napi::Array a = items.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Object it = a.Get(i).As<Napi::Object>();
+      x::comm::P2P p;
+      p.send = it.Get("send").ToBoolean();
+      p.ptr = ptr_of(it.Get("ptr"), "ptr");
+      p.count = static_cast<size_t>(it.Get("count").As<Napi::Number>().Int64Value());
+      p.dtype = static_cast<x::comm::DType>(it.Get("dtype").As<Napi::Number>().Int32Value());
+      p.peer = it.Get("peer").As<Napi::Number>().Int32Value();
+      p.tag = it.Get("tag").As<Napi::Number>().Uint32Value();
+      d.items.push_back(p);
+    }
+  }
+  return d;
+}
+
+// Per environment (main thread or worker): what must be closed when it goes away.
+struct EnvState {
+  std::mutex mu;
+  std::vector<std::function<void()>> cleanups;  // each holds a weak_ptr to what it closes
+  void add(std::function<void()> fn) {
+    std::lock_guard<std::mutex> lock(mu);
+    cleanups.push_back(std::move(fn));
+  }
+};
+
+// Adds the NCCL functions (binding/nccl_binding.cc) to the addon's exports.
+void register_nccl(Napi::Env env, Napi::Object exports);
+
+}  // namespace x::comm::binding
