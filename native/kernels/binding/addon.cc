@@ -6,8 +6,11 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
+#include "../csrc/cpu_graph.h"
 #include "../csrc/kernels.h"
 #include "../csrc/simd.h"
 #include "../csrc/thread_pool.h"
@@ -21,6 +24,14 @@ using x::kernels::Mat;
 using x::napi::u64;
 
 const x_core_api* g_api = nullptr;
+
+// Streams capturing a CpuGraph (beginCapture..endCapture). Guarded: Node worker threads share the
+// addon's globals.
+std::mutex g_capture_mu;
+std::unordered_map<x_stream*, std::shared_ptr<x::kernels::CpuGraph>> g_capturing;
+// The graph the current kernel call records into: set by stream_of() at the start of every kernel
+// entry point (null when its stream is not capturing), read by check_range() and enqueue().
+thread_local x::kernels::CpuGraph* t_graph = nullptr;
 
 const x_core_api* api(Napi::Env env) {
   if (g_api == nullptr) throw Napi::Error::New(env, "x_kernels: init(capi) was not called");
@@ -37,6 +48,7 @@ void check_range(Napi::Env env, uint64_t ptr, uint64_t bytes, const char* name) 
   if (bytes == 0) return;
   int rc = api(env)->check_range(X_DEVICE_CPU, ptr, bytes);
   if (rc != X_SUCCESS) throw_code(env, rc, std::string(name) + ": " + api(env)->last_error());
+  if (t_graph != nullptr) t_graph->use(ptr, bytes, name);
 }
 
 double num(const Napi::Object& o, const char* key) { return o.Get(key).As<Napi::Number>().DoubleValue(); }
@@ -80,6 +92,9 @@ x_stream* stream_of(Napi::Env env, const Napi::Value& v) {
                "stream: the kernels of this build run on CPU streams only; received a stream of cuda:" +
                    std::to_string(device));
   }
+  std::lock_guard<std::mutex> lock(g_capture_mu);
+  auto it = g_capturing.find(s);
+  t_graph = it == g_capturing.end() ? nullptr : it->second.get();
   return s;
 }
 
@@ -90,6 +105,11 @@ struct Job {
 // Enqueues `run` on the stream's thread. A failed Status fails the stream: its next synchronize
 // reports the op's label.
 void enqueue(Napi::Env env, x_stream* s, const char* label, std::function<Status()> run) {
+  if (t_graph != nullptr) {  // capturing: record instead of running
+    t_graph->add(label, std::move(run));
+    t_graph = nullptr;
+    return;
+  }
   auto* job = new Job{std::move(run)};
   int rc = api(env)->stream_enqueue_host(
       s, [](void* u) -> int { return static_cast<int>(static_cast<Job*>(u)->run().code); },
@@ -275,6 +295,79 @@ Napi::Value SampleUniform(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), x::kernels::sample_uniform(u64(info[0], "seed"), u64(info[1], "step")));
 }
 
+// --- CPU graphs: capture kernels enqueued on a stream, replay them as one stream operation. ---
+
+struct GraphHandle {
+  std::shared_ptr<x::kernels::CpuGraph> graph;
+};
+
+std::shared_ptr<x::kernels::CpuGraph> graph_of(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsExternal()) throw Napi::TypeError::New(env, "graph: expected a graph handle");
+  auto* h = v.As<Napi::External<GraphHandle>>().Data();
+  if (h->graph == nullptr) throw_code(env, static_cast<int>(x::Code::kInvalidArgument), "graph: it was disposed");
+  return h->graph;
+}
+
+Napi::Value BeginCapture(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  x_stream* s = stream_of(env, info[0]);
+  std::lock_guard<std::mutex> lock(g_capture_mu);
+  if (!g_capturing.emplace(s, std::make_shared<x::kernels::CpuGraph>()).second) {
+    throw_code(env, static_cast<int>(x::Code::kInvalidArgument), "beginCapture: the stream is already capturing");
+  }
+  t_graph = nullptr;
+  return env.Undefined();
+}
+
+// Ends the capture of a stream; returns the graph, or drops it when info[1] is false (an aborted capture).
+Napi::Value EndCapture(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  x_stream* s = stream_of(env, info[0]);
+  t_graph = nullptr;
+  std::shared_ptr<x::kernels::CpuGraph> graph;
+  {
+    std::lock_guard<std::mutex> lock(g_capture_mu);
+    auto it = g_capturing.find(s);
+    if (it == g_capturing.end()) {
+      throw_code(env, static_cast<int>(x::Code::kInvalidArgument), "endCapture: the stream is not capturing");
+    }
+    graph = std::move(it->second);
+    g_capturing.erase(it);
+  }
+  if (!info[1].ToBoolean()) return env.Undefined();
+  return Napi::External<GraphHandle>::New(env, new GraphHandle{std::move(graph)},
+                                          [](Napi::Env, GraphHandle* h) { delete h; });
+}
+
+Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  x_stream* s = stream_of(env, info[0]);
+  if (t_graph != nullptr) {
+    t_graph = nullptr;
+    throw_code(env, static_cast<int>(x::Code::kInvalidArgument), "graph.launch: the stream is capturing");
+  }
+  auto graph = graph_of(env, info[1]);
+  // The buffers may have been freed or put to sleep since the capture.
+  for (const auto& r : graph->ranges()) check_range(env, r.ptr, r.bytes, r.name.c_str());
+  enqueue(env, s, "kernels.graph", [graph] { return graph->run(); });
+  return env.Undefined();
+}
+
+Napi::Value GraphInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto graph = graph_of(env, info[0]);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ops", Napi::Number::New(env, static_cast<double>(graph->size())));
+  o.Set("ranges", Napi::Number::New(env, static_cast<double>(graph->ranges().size())));
+  return o;
+}
+
+// Drops the handle's reference; launches already enqueued keep theirs until they ran.
+Napi::Value GraphDispose(const Napi::CallbackInfo& info) {
+  if (info[0].IsExternal()) info[0].As<Napi::External<GraphHandle>>().Data()->graph.reset();
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New(env, InitApi));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
@@ -286,6 +379,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pagedAttention", Napi::Function::New(env, PagedAttention));
   exports.Set("sample", Napi::Function::New(env, Sample));
   exports.Set("sampleUniform", Napi::Function::New(env, SampleUniform));
+  exports.Set("beginCapture", Napi::Function::New(env, BeginCapture));
+  exports.Set("endCapture", Napi::Function::New(env, EndCapture));
+  exports.Set("graphLaunch", Napi::Function::New(env, GraphLaunch));
+  exports.Set("graphInfo", Napi::Function::New(env, GraphInfo));
+  exports.Set("graphDispose", Napi::Function::New(env, GraphDispose));
   return exports;
 }
 

@@ -3,6 +3,7 @@
  * enqueued on, then Tensor descriptors, then options. This build has the CPU kernels (C++,
  * multi-threaded, AVX2 where present); CUDA versions come behind the same functions.
  */
+export { CpuGraph } from './cpu-graph.js';
 export { embedding } from './embedding.js';
 export { type MatmulOptions, matmul } from './matmul.js';
 export { cpuKernelInfo } from './native.js';

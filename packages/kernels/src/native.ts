@@ -43,6 +43,11 @@ export interface KernelsNative {
   pagedAttention(stream: bigint, params: Params): void;
   sample(stream: bigint, params: Params): void;
   sampleUniform(seed: bigint, step: bigint): number;
+  beginCapture(stream: bigint): void;
+  endCapture(stream: bigint, keep: boolean): object | undefined;
+  graphLaunch(stream: bigint, graph: object): void;
+  graphInfo(graph: object): { ops: number; ranges: number };
+  graphDispose(graph: object): void;
 }
 
 const packageRoot = dirname(dirname(fileURLToPath(import.meta.url)));
