@@ -22,5 +22,7 @@ run cumem-suite node packages/cumem/dist-gpu/allocator.test.mjs
 run cumem-gpu node packages/cumem/test/gpu/cumem.gpu.mjs
 run bench-core node packages/core/bench/copy-bandwidth.mjs
 run bench-cumem node packages/cumem/bench/sleep-wake.mjs
+run comm-nccl node packages/comm/test/gpu/nccl.gpu.mjs
+run bench-comm node packages/comm/bench/allreduce.mjs
 grep -h -A8 '^| ' "$out"/bench-*.log
 exit $status
