@@ -136,6 +136,11 @@ export class PauseState {
   markWeightsLoaded(): void {
     this.weightsOk = true;
   }
+
+  /** Weights are not usable (being rewritten, or a rewrite failed). */
+  markWeightsInvalid(): void {
+    this.weightsOk = false;
+  }
 }
 
 function rank(mode: PauseMode): number {

@@ -86,7 +86,7 @@ export interface CachedRequestData {
 /**
  * One step for the workers, as a diff. Apply in this order: drop `finishedRequestIds`, add
  * `newRequests`, update `cachedRequests`. A step with totalNumScheduledTokens 0 needs no forward
- * pass and no update() (update accepts it anyway).
+ * pass and must not be passed to update(); its `finishedRequestIds` must still reach the workers.
  */
 export interface SchedulerOutput {
   stepId: number;

@@ -126,6 +126,13 @@ export class Scheduler {
     return this.pending.size;
   }
 
+  /** Ids (as given to addRequest) of every unfinished request, in no particular order. */
+  unfinishedRequestIds(): string[] {
+    const ids = new Set<string>();
+    for (const r of this.requests.values()) ids.add(r.parentRequestId);
+    return [...ids];
+  }
+
   /** A request by id (a completion id for n > 1), if unfinished. */
   getRequest(requestId: string): Request | undefined {
     return this.requests.get(requestId);
@@ -339,6 +346,11 @@ export class Scheduler {
   /** Weights were reloaded after a level-2 sleep; resume() is allowed again. */
   markWeightsLoaded(): void {
     this.pauseState.markWeightsLoaded();
+  }
+
+  /** Weights are being rewritten (or a rewrite failed): resume() refuses until markWeightsLoaded(). */
+  markWeightsInvalid(): void {
+    this.pauseState.markWeightsInvalid();
   }
 
   /** KV contents are gone: preempt every running request and reset the prefix cache. Paused only. */
