@@ -1,7 +1,8 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts'],
+  // The engine core runs in a worker thread whose entry must be its own file (see src/serving).
+  entry: { index: 'src/index.ts', 'engine-core-thread': 'src/serving/engine-core-thread.ts' },
   format: ['esm'],
   dts: true,
   clean: true,

@@ -75,3 +75,44 @@ export {
   weightSpecs,
 } from './weight-specs.js';
 export { type LoadWeightsOptions, loadWeights, WeightStore } from './weights.js';
+export {
+  CompletionStream,
+  EngineClient,
+  type EngineClientOptions,
+} from './serving/engine-client.js';
+export {
+  EngineCore,
+  type EngineCoreOptions,
+  type EngineSleepOptions,
+} from './serving/engine-core.js';
+export {
+  type Engine,
+  type EngineConfig,
+  createEngine,
+  kvBytesPerBlock,
+} from './serving/engine-setup.js';
+export {
+  EngineDeadError,
+  EngineUnavailableError,
+  type UnavailableState,
+} from './serving/errors.js';
+export type { Executor, ExecutorMemory, SleepRequest, WakeResult } from './serving/executor.js';
+export { InProcessExecutor, type InProcessExecutorOptions } from './serving/in-process-executor.js';
+export { type RequestState, RequestStates, type ScheduledRow } from './serving/request-states.js';
+export { MAX_LOGPROBS, Sampler } from './serving/sampler.js';
+export {
+  type EngineSamplingParams,
+  resolveSamplerParams,
+  type SamplerParams,
+} from './serving/sampling-params.js';
+export { IncrementalText, TextDecoder } from './serving/text-decoder.js';
+export type {
+  AbortReason,
+  CompletionOutput,
+  EngineInfo,
+  EngineRequest,
+  EngineStats,
+  EngineStatus,
+  OutputLogprob,
+} from './serving/types.js';
+export { Worker, type WorkerOptions } from './serving/worker.js';

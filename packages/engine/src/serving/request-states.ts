@@ -1,0 +1,114 @@
+import { InternalError, InvalidArgumentError } from '@x/core';
+import type { SchedulerOutput } from '@x/scheduler';
+import type { SequenceStep } from '../model-runner.js';
+import type { SamplerParams } from './sampling-params.js';
+
+/** What a worker remembers about one request between steps (DESIGN.md §4: workers keep state). */
+export interface RequestState {
+  readonly requestId: string;
+  /** Completion index among the parent's n (seeded draws use seed + index). */
+  readonly index: number;
+  readonly promptTokenIds: readonly number[];
+  /** Output tokens known to this worker (from the diff's newTokenIds). */
+  readonly outputTokenIds: number[];
+  readonly blockIds: number[];
+  /** Tokens whose KV is computed after the current step's tokens are computed. */
+  numComputedTokens: number;
+  readonly sampler: SamplerParams;
+  readonly eosTokenIds: readonly number[];
+  readonly stopTokenIds: readonly number[];
+  readonly logprobs: number | null;
+}
+
+/** One request's part of a step, in batch order. */
+export interface ScheduledRow {
+  state: RequestState;
+  step: SequenceStep;
+  sample: boolean;
+  maskStopTokens: boolean;
+}
+
+/**
+ * The per-request state of one worker, updated by each step's diff. Applying a diff is O(what
+ * changed); a step is rebuilt from the state, never from the scheduler's objects, which is what
+ * lets workers live in other processes.
+ */
+export class RequestStates {
+  readonly #states = new Map<string, RequestState>();
+
+  get size(): number {
+    return this.#states.size;
+  }
+
+  has(requestId: string): boolean {
+    return this.#states.has(requestId);
+  }
+
+  /** Applies `step` (drop finished, add new, extend cached) and returns the batch rows. */
+  apply(step: SchedulerOutput): ScheduledRow[] {
+    for (const id of step.finishedRequestIds) this.#states.delete(id);
+    const rows: ScheduledRow[] = [];
+    for (const n of step.newRequests) {
+      const sampler = n.data as SamplerParams | undefined;
+      if (sampler === undefined || typeof sampler.seed !== 'string') {
+        throw new InvalidArgumentError(
+          `step.newRequests[${n.requestId}].data`,
+          'the SamplerParams the engine core attaches',
+          n.data,
+        );
+      }
+      const state: RequestState = {
+        requestId: n.requestId,
+        index: n.index,
+        promptTokenIds: n.promptTokenIds,
+        outputTokenIds: [...n.outputTokenIds],
+        blockIds: [...n.blockIds],
+        numComputedTokens: n.numComputedTokens,
+        sampler,
+        eosTokenIds: n.eosTokenIds,
+        stopTokenIds: n.stopTokenIds,
+        logprobs: n.logprobs,
+      };
+      this.#states.set(n.requestId, state);
+      rows.push(this.#row(state, n.numComputedTokens, n.numScheduledTokens, n));
+    }
+    for (const c of step.cachedRequests) {
+      const state = this.#states.get(c.requestId);
+      if (state === undefined) {
+        throw new InternalError(`worker: step ${step.stepId} continues unknown ${c.requestId}`);
+      }
+      for (const t of c.newTokenIds) state.outputTokenIds.push(t);
+      for (const b of c.newBlockIds) state.blockIds.push(b);
+      rows.push(this.#row(state, c.numComputedTokens, c.numScheduledTokens, c));
+    }
+    return rows;
+  }
+
+  #row(
+    state: RequestState,
+    computed: number,
+    scheduled: number,
+    d: { sample: boolean; maskStopTokens: boolean },
+  ): ScheduledRow {
+    const end = computed + scheduled;
+    const prompt = state.promptTokenIds;
+    const tokens: number[] = new Array(scheduled);
+    for (let i = 0; i < scheduled; i++) {
+      const p = computed + i;
+      const t = p < prompt.length ? prompt[p] : state.outputTokenIds[p - prompt.length];
+      if (t === undefined) {
+        throw new InternalError(
+          `worker: ${state.requestId} has no token at position ${p} (knows ${prompt.length + state.outputTokenIds.length})`,
+        );
+      }
+      tokens[i] = t;
+    }
+    state.numComputedTokens = end;
+    return {
+      state,
+      step: { tokens, blockTable: state.blockIds, contextLength: end },
+      sample: d.sample,
+      maskStopTokens: d.maskStopTokens,
+    };
+  }
+}

@@ -1,0 +1,125 @@
+// Test helpers for the serving tests: a real engine (fixture model, CPU) driven in-process, with
+// each request's outputs collected. Not exported from the package.
+import { join } from 'node:path';
+import { Stream } from '@x/core';
+import { Allocator } from '@x/cumem';
+import { loadModel } from '../load-model.js';
+import { ModelRunner } from '../model-runner.js';
+import { FIXTURES } from '../test-util.js';
+import { createEngine, type Engine, type EngineConfig } from './engine-setup.js';
+import type { CompletionOutput, EngineRequest } from './types.js';
+
+export const LLAMA = join(FIXTURES, 'llama-v4');
+
+/** Everything one request produced, per completion index. */
+export interface Finished {
+  tokens: number[][];
+  text: string[];
+  outputs: CompletionOutput[];
+  finishReasons: Array<string | null>;
+}
+
+export interface TestEngine extends Engine {
+  /** Submits and resolves when every completion finished. */
+  run(request: EngineRequest): Promise<Finished>;
+  /** Submits; the promise of its end, without awaiting it. */
+  submit(request: EngineRequest): Promise<Finished>;
+  /** Every output batch seen, in order. */
+  batches: CompletionOutput[][];
+}
+
+/** A started engine on a fixture model (prefix caching on, small KV pool by default). */
+export async function startTestEngine(config: EngineConfig = {}): Promise<TestEngine> {
+  const waiters = new Map<
+    string,
+    { n: number; done: number; f: Finished; resolve: (f: Finished) => void }
+  >();
+  const batches: CompletionOutput[][] = [];
+  const engine = await createEngine(
+    { model: LLAMA, maxModelLen: 256, numGpuBlocksOverride: 128, ...config },
+    {
+      onOutputs: (outs) => {
+        batches.push(outs);
+        for (const o of outs) {
+          const w = waiters.get(o.requestId);
+          if (!w) continue;
+          w.f.outputs.push(o);
+          w.f.tokens[o.index]!.push(...o.tokenIds);
+          w.f.text[o.index] += o.text;
+          if (o.finishReason !== null) {
+            w.f.finishReasons[o.index] = o.finishReason;
+            if (++w.done === w.n) {
+              waiters.delete(o.requestId);
+              w.resolve(w.f);
+            }
+          }
+        }
+      },
+    },
+  );
+  engine.core.start();
+  const submit = (r: EngineRequest) => {
+    const n = r.sampling.n ?? 1;
+    const f: Finished = {
+      tokens: Array.from({ length: n }, () => []),
+      text: Array.from({ length: n }, () => ''),
+      outputs: [],
+      finishReasons: Array.from({ length: n }, () => null),
+    };
+    const p = new Promise<Finished>((resolve) =>
+      waiters.set(r.requestId, { n, done: 0, f, resolve }),
+    );
+    try {
+      engine.core.add(r);
+    } catch (err) {
+      waiters.delete(r.requestId);
+      return Promise.reject(err);
+    }
+    return p;
+  };
+  return { ...engine, batches, submit, run: submit };
+}
+
+/** Greedy tokens straight from a ModelRunner (no scheduler, no sampler): the reference. */
+export async function referenceGreedy(
+  dir: string,
+  prompt: readonly number[],
+  maxTokens: number,
+): Promise<number[]> {
+  const allocator = await Allocator.create({ device: 'cpu' });
+  const model = await loadModel(dir, { allocator, onProgress: () => undefined });
+  const stream = Stream.create('cpu');
+  const runner = await ModelRunner.create({
+    config: model.config,
+    weights: model.weights,
+    allocator,
+    stream,
+    numKvBlocks: 64,
+    maxModelLen: 512,
+  });
+  const blocks = Array.from({ length: 32 }, (_, i) => i);
+  const out: number[] = [];
+  const v = model.config.vocabSize;
+  let { logits } = await runner.execute([
+    { tokens: prompt, blockTable: blocks, contextLength: prompt.length },
+  ]);
+  while (out.length < maxTokens) {
+    let best = 0;
+    for (let i = 1; i < v; i++) if (logits[i]! > logits[best]!) best = i;
+    out.push(best);
+    if (model.config.eosTokenIds.includes(best) || out.length === maxTokens) break;
+    ({ logits } = await runner.execute([
+      { tokens: [best], blockTable: blocks, contextLength: prompt.length + out.length },
+    ]));
+  }
+  await runner.dispose();
+  stream.dispose();
+  model.dispose();
+  await allocator.dispose();
+  return out;
+}
+
+/** Prompt token ids 3.. spread over the vocabulary (no bos/eos), distinct per `seed`. */
+export function promptIds(length: number, seed: number, vocab = 32000): number[] {
+  return Array.from({ length }, (_, i) => 3 + ((seed * 7919 + i * 104729) % (vocab - 3)));
+}
