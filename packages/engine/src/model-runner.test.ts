@@ -126,6 +126,11 @@ describe.each(variants)('ModelRunner: %s', (_name, overrides, dtype) => {
       const want = allLogits!.subarray((done - 1) * v, done * v);
       expect(maxRelErr(logits, want)).toBeLessThan(1e-5);
     }
+    // On CPU each step is one captured graph (the two 1-token steps replay the same one, at a new
+    // position), while the allLogits pass above ran its kernels one by one.
+    const ops = paged.stream.completedOps();
+    expect(ops.filter((op) => op === 'kernels.graph')).toHaveLength(chunks.length);
+    expect(ops).not.toContain('kernels.matmul');
     await paged.dispose();
   });
 

@@ -147,7 +147,16 @@ export class ModelRunner {
       allT = new Tensor({ ptr: all.ptr, dtype: 'f32', shape: [tokens, v], device: 'cpu' });
     }
     try {
-      this.model.forward(this.stream, ws, this.kvCache, this.#cosSin, { tokens, seqs }, allT);
+      const shape = { tokens, seqs };
+      const forward = () =>
+        this.model.forward(this.stream, ws, this.kvCache, this.#cosSin, shape, allT);
+      // On CPU a step's ~100 kernels replay as one captured graph per batch shape; the per-token
+      // logits output (allT) is a fresh buffer each call, so those steps run eagerly.
+      if (allT === undefined && this.stream.device.kind === 'cpu') {
+        ws.graph(this.stream, `${tokens}x${seqs}`, forward).launch(this.stream);
+      } else {
+        forward();
+      }
       this.stream.copy(ws.hostLogits.ptr, ws.logits.ptr, seqs * v * 4);
       await this.stream.synchronize(
         options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },

@@ -1,5 +1,6 @@
-import { HostBuffer, Tensor } from '@x/core';
+import { HostBuffer, type Stream, Tensor } from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
+import { CpuGraph } from '@x/kernels';
 
 /** Sizes a workspace is planned for (the bucket: it serves every batch up to these). */
 export interface WorkspaceShape {
@@ -14,6 +15,9 @@ export interface WorkspaceShape {
 }
 
 const ALIGN = 64; // bytes: every buffer starts on a cache line
+
+/** Captured forwards kept per workspace (one per exact batch shape; the oldest is dropped). */
+const MAX_GRAPHS = 32;
 
 /** Next bucket size: powers of two from `min` (nano-vllm's recipe; bounds the number of plans). */
 export function bucket(n: number, min: number): number {
@@ -53,6 +57,7 @@ export class Workspace {
   readonly #allocation: Allocation;
   readonly #allocator: Allocator;
   readonly #staging: HostBuffer;
+  readonly #graphs = new Map<string, CpuGraph>();
 
   constructor(allocator: Allocator, shape: WorkspaceShape) {
     this.shape = shape;
@@ -138,8 +143,29 @@ export class Workspace {
     return tokens <= this.shape.tokens && seqs <= this.shape.seqs;
   }
 
+  /**
+   * The forward of one exact batch shape (`key`) captured as a CpuGraph on `stream`: captured by
+   * `record` the first time, replayed after. Valid because every tensor a forward touches has a
+   * fixed address: this workspace, the KV cache, the weights and the rotary table.
+   */
+  graph(stream: Stream, key: string, record: () => void): CpuGraph {
+    let g = this.#graphs.get(key);
+    if (g === undefined) {
+      g = CpuGraph.capture(stream, record);
+      if (this.#graphs.size >= MAX_GRAPHS) {
+        const [oldest, old] = this.#graphs.entries().next().value as [string, CpuGraph];
+        old.dispose(); // launches already enqueued keep their reference
+        this.#graphs.delete(oldest);
+      }
+      this.#graphs.set(key, g);
+    }
+    return g;
+  }
+
   /** Frees the activations and the staging (the stream must be idle). */
   dispose(): void {
+    for (const g of this.#graphs.values()) g.dispose();
+    this.#graphs.clear();
     this.#allocator.free(this.#allocation);
     this.#staging.dispose();
   }
