@@ -187,11 +187,33 @@ struct Job {
   Settle settle;
   bool ran = false;
   Result result;
+  const x_core_api* core = nullptr;  // tensor forms: memory is re-checked when the op runs
 };
+
+// Tensor forms run later, on the stream's thread: the memory may have been freed or put to sleep
+// since the enqueue, as core's own copies re-check at run time. Refused, the op fails the stream
+// instead of touching it.
+Status check_at_run(const Job& j) {
+  if (j.core == nullptr) return Status::Ok();
+  for (const Range& r : op_ranges(j.op, j.gs->group->size())) {
+    if (r.bytes == 0) continue;
+    int rc = j.core->check_range(X_DEVICE_CPU, reinterpret_cast<uint64_t>(r.ptr), r.bytes);
+    if (rc != X_SUCCESS) {
+      const char* name = x::comm::op_name(j.op.kind);
+      Status st = Status::Error(Code::kInternal, "rank " + std::to_string(j.gs->group->rank()) + ": " + name +
+                                                     " not run: its " + r.what + " is no longer usable: " +
+                                                     j.core->last_error());
+      st.operation = name;
+      return st;
+    }
+  }
+  return Status::Ok();
+}
 
 int job_run(void* user) {
   auto* j = static_cast<Job*>(user);
-  j->result.st = j->gs->group->run(j->op, &j->result.failure);
+  j->result.st = check_at_run(*j);
+  if (j->result.st.ok()) j->result.st = j->gs->group->run(j->op, &j->result.failure);
   j->ran = true;
   if (j->result.st.ok()) return 0;
   std::lock_guard<std::mutex> lock(j->gs->mu);
@@ -224,6 +246,16 @@ Napi::Value Enqueue(const Napi::CallbackInfo& info) {
   if (core == nullptr || core->version != X_CORE_API_VERSION || core->size < sizeof(x_core_api))
     check(env, Status::Error(Code::kInternal, "@x/core's C table has an unexpected version"));
   auto* job = new Job{gs, op_of(info[3].As<Napi::Object>()), nullptr, false, {}};
+  if (!info[4].ToBoolean()) {
+    // Tensor forms: the memory must be x's (HostBuffer, @x/cumem) and awake, now and when it runs.
+    job->core = core;
+    try {
+      use_ranges(env, core, stream, job->op, gs->group->size());
+    } catch (...) {
+      delete job;
+      throw;
+    }
+  }
   Napi::Value ret = env.Undefined();
   if (info[4].ToBoolean()) ret = make_pending(env, nullptr, gs->group->rank(), &job->settle);
   std::string label = std::string("comm.") + x::comm::op_name(job->op.kind);

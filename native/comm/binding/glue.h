@@ -14,6 +14,7 @@
 #include "../csrc/comm_op.h"
 #include "../csrc/kv_store.h"
 #include "../csrc/tcp_store.h"
+#include "x/core_api.h"
 #include "x/napi_util.h"
 
 namespace x::comm::binding {
@@ -141,6 +142,44 @@ inline x::comm::OpDesc op_of(const Napi::Object& o) {
     }
   }
   return d;
+}
+
+// The memory a tensor-form operation touches: (address, bytes, argument name).
+struct Range {
+  void* ptr;
+  size_t bytes;
+  const char* what;
+};
+inline std::vector<Range> op_ranges(const x::comm::OpDesc& op, int size) {
+  using x::comm::OpKind;
+  const size_t n = op.count * x::comm::dtype_size(op.dtype);
+  switch (op.kind) {
+    case OpKind::kAllReduce:
+    case OpKind::kBroadcast:
+    case OpKind::kSend:
+    case OpKind::kRecv: return {{op.in, n, "data"}};
+    case OpKind::kAllGather: return {{op.in, n, "input"}, {op.out, n * size, "output"}};
+    case OpKind::kReduceScatter: return {{op.in, n * size, "input"}, {op.out, n, "output"}};
+    case OpKind::kExchange: {
+      std::vector<Range> r;
+      for (auto& it : op.items) r.push_back({it.ptr, it.count * x::comm::dtype_size(it.dtype), "items[].data"});
+      return r;
+    }
+    case OpKind::kBarrier: break;
+  }
+  return {};
+}
+
+// Declares to @x/core the memory a tensor-form operation will touch on `stream` (the C table's
+// stream_use_range): unknown memory or a sleeping @x/cumem tag is refused with a typed error
+// (InvalidArgumentError, AsleepError) before anything is enqueued, and while a CUDA stream
+// captures a graph the ranges are recorded so every launch of the graph re-checks them.
+inline void use_ranges(Napi::Env env, const x_core_api* core, x_stream* stream, const x::comm::OpDesc& op,
+                       int size) {
+  for (const Range& r : op_ranges(op, size)) {
+    int rc = core->stream_use_range(stream, reinterpret_cast<uint64_t>(r.ptr), r.bytes, r.what);
+    if (rc != X_SUCCESS) x::napi::check(env, Status::Error(static_cast<Code>(rc), core->last_error()));
+  }
 }
 
 // Per environment (main thread or worker): what must be closed when it goes away.

@@ -73,6 +73,7 @@ Napi::Value NcclEnqueue(const Napi::CallbackInfo& info) {
                                         (cu == nullptr && device != X_DEVICE_CPU ? " that was disposed" : "")));
   }
   x::comm::OpDesc op = op_of(info[3].As<Napi::Object>());
+  use_ranges(env, core, stream, op, g->size());
   Result r;
   r.st = g->enqueue(op, static_cast<x::cuda::CUstream>(cu), &r.failure);
   if (!r.st.ok()) throw to_error(env, r, g->rank());

@@ -308,6 +308,13 @@ Status NcclGroup::enqueue(const OpDesc& op, cuda::CUstream stream, CommFailure* 
     fail(st, *failure);
     return st;
   }
+  // Captured into a CUDA graph: the operation runs at each launch of the graph, which the
+  // watchdog cannot see (an event recorded during capture cannot be queried).
+  int capture = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+  if (cu_->cuStreamIsCapturing != nullptr && cu_->cuStreamIsCapturing(stream, &capture) == cuda::CUDA_SUCCESS &&
+      capture != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
+    return Status::Ok();
+  }
   cuda::CUevent ev = nullptr;
   {
     std::lock_guard<std::mutex> state(state_mu_);

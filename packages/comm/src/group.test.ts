@@ -1,4 +1,7 @@
+import { HostBuffer, InvalidArgumentError, Stream, Tensor } from '@x/core';
 import { describe, expect, it } from 'vitest';
+import { initGroup } from './init-group.js';
+import { freePort } from './launch.js';
 import { runScenario } from './test-util.js';
 
 // Real processes over loopback: each scenario is test/fixtures/rank.mjs run by launch().
@@ -108,5 +111,34 @@ describe('ProcessGroup failures', () => {
       );
       expect(res.after).toBe(2);
     }
+  });
+});
+
+describe('ProcessGroup tensor forms and memory', () => {
+  it('refuses memory x does not manage, at enqueue and again when the op runs', async () => {
+    const port = await freePort();
+    const g = await initGroup({
+      backend: 'gloo',
+      rank: 0,
+      worldSize: 1,
+      initMethod: `tcp://127.0.0.1:${port}`,
+    });
+    const s = Stream.create('cpu', { recordOps: true });
+    const bogus = new Tensor({ ptr: 0x1000n, dtype: 'f32', shape: [4], device: 'cpu' });
+    expect(() => g.allReduce(bogus, 'sum', s)).toThrow(InvalidArgumentError);
+    const hb = HostBuffer.alloc(64);
+    const t = new Tensor({ ptr: hb.ptr, dtype: 'f32', shape: [4], device: 'cpu' });
+    const past = new Tensor({ ptr: hb.ptr + 32n, dtype: 'f32', shape: [16], device: 'cpu' });
+    expect(() => g.broadcast(past, 0, s)).toThrow(/runs past the end/);
+    // Enqueued while valid, freed before it runs: the op is refused on the stream thread (it
+    // would touch unmapped memory) and fails the stream instead of the process.
+    s.delay(200);
+    g.allGather(t, new Tensor({ ptr: hb.ptr + 16n, dtype: 'f32', shape: [4], device: 'cpu' }), s);
+    hb.dispose();
+    expect(() => g.allReduce(t, 'sum', s)).toThrow(InvalidArgumentError);
+    await expect(s.synchronize()).rejects.toMatchObject({ code: 'X_STREAM_ERROR' });
+    expect(g.lastError()?.message).toMatch(/allGather not run: its input is no longer usable/);
+    expect(g.lastError()?.op).toBe('allGather');
+    g.dispose();
   });
 });

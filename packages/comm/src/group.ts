@@ -336,7 +336,10 @@ export class ProcessGroup {
     this.#private ??= Stream.create('cpu');
     const s = this.#private;
     const p = callComm(() => native().enqueue(h, capi(), s.nativeHandle, op, true), this.rank);
-    return settle(p as Promise<void>, new Error(), this.rank);
+    // Native code reads and writes op's arrays until the promise settles, and holds no reference
+    // to them: this closure keeps them reachable until then (a collected input array was reused
+    // memory, and its bytes went on the wire).
+    return settle(p as Promise<void>, new Error(), this.rank).finally(() => keepAlive(op));
   }
 
   private stream(stream: unknown): Stream {
@@ -389,4 +392,9 @@ export class ProcessGroup {
 
 function hostBase(kind: number, a: HostArray, d: keyof typeof DTYPE_CODE): NativeOp {
   return { ...emptyOp(kind), in: a as NativeBuffer, count: a.length, dtype: DTYPE_CODE[d] };
+}
+
+/** Touches a value so that a closure calling it keeps the value reachable. */
+function keepAlive(value: unknown): void {
+  void value;
 }
