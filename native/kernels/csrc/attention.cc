@@ -72,25 +72,28 @@ Status paged_attention(const PagedAttentionParams& p) {
   const float* vc = reinterpret_cast<const float*>(c.v_cache);
   const int64_t row = nk * hd;  // floats per cache slot
   parallel_for(tokens * nk, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(static_cast<size_t>(group * hd)), mx(group), sum(group), scores(bs);
+    // Per query head of the group: running max, running sum, output accumulator, block scores.
+    std::vector<float> acc(static_cast<size_t>(group * hd)), mx(group), sum(group), scores(group * bs);
     for (int64_t item = begin; item < end; item++) {
       const int64_t t = item / nk, g = item % nk, b = seq_of[t];
       const int64_t q0 = p.query_start_loc[b], qlen = p.query_start_loc[b + 1] - q0;
       const int64_t pos = p.seq_lens[b] - qlen + (t - q0);  // this token's position; keys [0, pos]
       const int32_t* table = p.block_tables + b * p.max_blocks;
+      const float* qg = p.q.row(t) + g * group * hd;  // the group's query heads, hd apart
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(mx.begin(), mx.end(), -std::numeric_limits<float>::infinity());
       std::fill(sum.begin(), sum.end(), 0.0f);
       for (int64_t key0 = 0; key0 <= pos; key0 += bs) {
         const int64_t n = std::min(bs, pos + 1 - key0);
         const int64_t base = static_cast<int64_t>(table[key0 / bs]) * bs * row + g * hd;
+        // The group's query heads share these keys (GQA): the block stays in L1 across them.
         for (int64_t r = 0; r < group; r++) {
-          const float* qv = p.q.row(t) + (g * group + r) * hd;
+          block_scores(qg + r * hd, kc + base, row, hd, n, p.scale, scores.data() + r * bs);
+        }
+        for (int64_t r = 0; r < group; r++) {
+          float* s = scores.data() + r * bs;
           float bmax = -std::numeric_limits<float>::infinity();
-          for (int64_t j = 0; j < n; j++) {
-            scores[j] = dot_f32(qv, kc + base + j * row, hd) * p.scale;
-            bmax = std::max(bmax, scores[j]);
-          }
+          for (int64_t j = 0; j < n; j++) bmax = std::max(bmax, s[j]);
           float* a = acc.data() + r * hd;
           if (bmax > mx[r]) {
             float corr = std::exp(mx[r] - bmax);  // 0 on the first block (mx = -inf)
@@ -98,11 +101,10 @@ Status paged_attention(const PagedAttentionParams& p) {
             for (int64_t d = 0; d < hd; d++) a[d] *= corr;
             mx[r] = bmax;
           }
-          for (int64_t j = 0; j < n; j++) {
-            float w = std::exp(scores[j] - mx[r]);
-            sum[r] += w;
-            axpy_f32(a, w, vc + base + j * row, hd);
-          }
+          sum[r] += exp_shifted_sum(s, mx[r], n);  // s[j] becomes the weight of key j
+        }
+        for (int64_t r = 0; r < group; r++) {
+          block_accumulate(acc.data() + r * hd, scores.data() + r * bs, vc + base, row, hd, n);
         }
       }
       for (int64_t r = 0; r < group; r++) {

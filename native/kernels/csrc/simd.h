@@ -23,6 +23,14 @@ inline float load_weight(const void* w, bool bf16, int64_t i) {
 float dot_f32(const float* a, const float* b, int64_t n);
 // y[i] += s * x[i]
 void axpy_f32(float* y, float s, const float* x, int64_t n);
+// x[i] = exp(x[i] - shift), returns the sum of the results. Relative error below 2e-7 (a Cephes
+// polynomial) for arguments in [-87, 0]; smaller arguments give 0.
+float exp_shifted_sum(float* x, float shift, int64_t n);
+
+// Attention over one cache block. s[j] = scale * (q · k[j*ld .. +hd]) for j < n.
+void block_scores(const float* q, const float* k, int64_t ld, int64_t hd, int64_t n, float scale, float* s);
+// acc[d] += sum_j w[j] * v[j*ld + d] for d < hd, j < n.
+void block_accumulate(float* acc, const float* w, const float* v, int64_t ld, int64_t hd, int64_t n);
 
 // A tile of out = a · wᵀ: out[i*ldo + j] = sum_k a[i*lda + k] * w[j*ldw + k] for i < mr (≤ 3),
 // j < nr (≤ 4). w is f32 or bf16 (`bf16`); accumulation is f32.
