@@ -11,6 +11,8 @@ import {
   resolveModelDir,
 } from './load-model.js';
 import { ModelRunner } from './model-runner.js';
+import { DecoderModel } from './models/decoder.js';
+import { architectureSpec } from './models/registry.js';
 import { type LoadProgress, progressBar } from './progress.js';
 import { FIXTURES, tempDir } from './test-util.js';
 
@@ -120,6 +122,23 @@ describe('loadModel', () => {
       /expected model.safetensors or model.safetensors.index.json/,
     );
     expect(allocator.audit().length).toBe(before);
+  });
+
+  it('counts the weight bytes a decode step streams (lm_head always, the embedding gather never)', async () => {
+    for (const name of ['llama-v4', 'llama-v5']) {
+      const m = await loadModel(join(FIXTURES, name), { allocator, onProgress: () => {} });
+      const decoder = new DecoderModel(
+        architectureSpec(m.config.architecture),
+        m.config,
+        m.weights,
+      );
+      const embed = m.weights.get('model.embed_tokens.weight').byteLength;
+      // Tied (llama-v5): the one table is streamed as lm_head. Untied (llama-v4): lm_head is its
+      // own tensor and the embedding is only gathered.
+      const want = m.config.tieWordEmbeddings ? m.weights.bytes : m.weights.bytes - embed;
+      expect([name, decoder.weightBytes()]).toEqual([name, want]);
+      m.dispose();
+    }
   });
 
   it('checks its arguments', async () => {

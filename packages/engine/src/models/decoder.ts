@@ -101,16 +101,19 @@ export class DecoderModel {
     });
   }
 
-  /** Bytes of weights one decode step streams (every matrix once, plus the norms). */
+  /**
+   * Bytes of weights one decode step streams: every matrix and norm once, lm_head included (also
+   * when it is tied to the embedding: the product reads the whole table), the embedding lookup
+   * excluded (it gathers a few rows).
+   */
   weightBytes(): number {
-    const all: Tensor[] = [this.#embed, this.#finalNorm, this.#lmHead];
+    const all: Tensor[] = [this.#finalNorm, this.#lmHead];
     for (const l of this.#layers) {
       all.push(l.inputNorm, l.postNorm, l.gate, l.up, l.down);
       for (const lin of [l.q, l.k, l.v, l.o]) all.push(lin.w, ...(lin.bias ? [lin.bias] : []));
       if (l.qNorm && l.kNorm) all.push(l.qNorm, l.kNorm);
     }
-    // The embedding table is gathered (a few rows), not streamed: count lm_head only.
-    return all.reduce((a, t) => a + (t === this.#embed ? 0 : t.byteLength), 0);
+    return all.reduce((a, t) => a + t.byteLength, 0);
   }
 
   /**
