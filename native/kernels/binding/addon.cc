@@ -14,6 +14,7 @@
 #include "../csrc/kernels.h"
 #include "../csrc/simd.h"
 #include "../csrc/thread_pool.h"
+#include "cuda_binding.h"
 #include "x/core_api.h"
 #include "x/napi_util.h"
 
@@ -369,6 +370,7 @@ Napi::Value GraphDispose(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  x::kernels::binding::register_cuda(env, exports);
   exports.Set("init", Napi::Function::New(env, InitApi));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
@@ -388,5 +390,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
+
+const x_core_api* x::kernels::binding::core_api(Napi::Env env) { return api(env); }
 
 NODE_API_MODULE(x_kernels, Init)

@@ -1,0 +1,274 @@
+// Paged attention per query token: the decode path (and a generic fallback for any head size).
+//
+// decode (HD 64/128, tensor cores): a block owns one token, one KV head and one split of its
+// context; its 16 MMA rows are that KV head's query heads (GQA: up to 16 per block, more heads use
+// more blocks), so each K/V byte is read once per token. Key tiles of 64 stream through a 3-stage
+// cp.async ring; warp w takes keys 16w..16w+15 of every tile with its own running softmax, and the
+// 4 warps merge at the end. With several splits each writes a normalized partial (o, max, sum) to
+// the workspace and combine_kernel merges them: the flash-decoding scheme, so short batches of long
+// sequences still fill the GPU. Correct for any query length (each token attends causally up to its
+// own position), so mixed batches are fine; the host picks it when most sequences decode.
+//
+// generic: one block per (token, query head), scalar f32, any head_dim <= 256.
+#include "attention.cuh"
+
+namespace xk {
+namespace {
+
+constexpr int kBN = 64, kThreads = 128, kStages = 3;
+
+struct TokenCtx {
+  int seq, kend;  // keys [0, kend) are visible to the token; kend < 0: bad metadata (reported)
+};
+
+__device__ TokenCtx token_ctx(const AttnArgs& a, int t, bool reporter) {
+  const int32_t* qsl = reinterpret_cast<const int32_t*>(a.qsl);
+  const int b = seq_of_token(qsl, a.num_seqs, t);
+  const int q0 = qsl[b], qlen = qsl[b + 1] - q0;
+  const int seq_len = reinterpret_cast<const int32_t*>(a.seq_lens)[b];
+  const int cap = a.max_blocks * a.block_size;
+  if (reporter && t == 0 && (qsl[0] != 0 || qsl[a.num_seqs] != a.tokens)) {
+    report(a.err, kErrQueryStartLoc, qsl[0] != 0 ? 0 : a.num_seqs, qsl[0] != 0 ? qsl[0] : qsl[a.num_seqs], a.tokens);
+  }
+  if (t < q0 || t >= q0 + qlen) {
+    if (reporter) report(a.err, kErrQueryStartLoc, b + 1, qsl[b + 1], t + 1);
+    return {b, -1};
+  }
+  if (seq_len < qlen || seq_len > cap) {
+    if (reporter && t == q0) report(a.err, kErrSeqLen, b, seq_len, cap, qlen);
+    return {b, -1};
+  }
+  return {b, seq_len - qlen + (t - q0) + 1};
+}
+
+template <typename T, int HD>
+__device__ void decode_impl(const AttnArgs& a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  constexpr int NO = HD / 8, TILE = kBN * HD * 2;
+  const int t = blockIdx.x, split = blockIdx.z;
+  const int g = blockIdx.y / a.head_chunks, chunk = blockIdx.y % a.head_chunks;
+  const int group = a.num_heads / a.num_kv_heads;
+  const int h0 = g * group + chunk * 16, nrows = min(16, group - chunk * 16);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const bool reporter = threadIdx.x == 0 && blockIdx.y == 0 && split == 0;
+  TokenCtx ctx = token_ctx(a, t, reporter);
+  if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
+    // Longer than the maxSeqLen the splits were planned for: refuse rather than drop keys.
+    if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * a.split_len, 1);
+    ctx.kend = -1;
+  }
+  const int k_begin = split * a.split_len;
+  const int k_stop = min(ctx.kend, k_begin + a.split_len);
+  float* part_ml = reinterpret_cast<float*>(a.part_ml);
+  const int64_t prow = static_cast<int64_t>(t) * a.num_heads;  // partial rows of this token
+  if (ctx.kend < 0 || k_begin >= k_stop) {
+    // Nothing to attend in this split: an empty partial (or NaN rows when the metadata is bad).
+    for (int r = threadIdx.x; r < nrows; r += kThreads) {
+      if (a.splits > 1) {
+        float* ml = part_ml + ((prow + h0 + r) * a.splits + split) * 2;
+        ml[0] = -INFINITY;
+        ml[1] = 0.0f;
+      }
+    }
+    if (a.splits == 1) {
+      T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + h0 * HD;
+      for (int i = threadIdx.x; i < nrows * HD; i += kThreads) out[i] = nan_of<T>();
+    }
+    return;
+  }
+  const int32_t* table = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(ctx.seq) * a.max_blocks;
+  const int n_tiles = (k_stop - k_begin + kBN - 1) / kBN;
+
+  const uint32_t q_tile = smem_u32(smem);
+  const uint32_t kv0 = q_tile + 16 * HD * 2;  // stage s: K at kv0 + 2s·TILE, V right after
+  const T* q = reinterpret_cast<const T*>(a.q) + static_cast<int64_t>(t) * a.ld_q + h0 * HD;
+  load_rows<T, HD, 16, kThreads>(q_tile, q, HD, nrows);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; s++) {
+    if (s < n_tiles) {
+      const uint32_t st = kv0 + s * 2 * TILE;
+      load_kv_tile<T, HD, kBN, kThreads>(st, st + TILE, a, table, ctx.seq, k_begin + s * kBN, k_stop, g);
+    }
+    cp_async_commit();
+  }
+
+  uint32_t qf[HD / 16][4];
+  float o[NO][4];
+#pragma unroll
+  for (int n = 0; n < NO; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  for (int j = 0; j < n_tiles; j++) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile j landed; every warp finished tile j-1, whose stage is refilled next
+    if (j == 0) load_a_frags<HD>(qf, q_tile, 0);
+    const int nxt = j + kStages - 1;
+    if (nxt < n_tiles) {
+      const uint32_t st = kv0 + (nxt % kStages) * 2 * TILE;
+      load_kv_tile<T, HD, kBN, kThreads>(st, st + TILE, a, table, ctx.seq, k_begin + nxt * kBN, k_stop, g);
+    }
+    cp_async_commit();
+    const uint32_t k_tile = kv0 + (j % kStages) * 2 * TILE, v_tile = k_tile + TILE;
+    float s[2][4];
+    qk<T, HD, 2>(s, qf, k_tile, warp * 16);
+    const int key0 = k_begin + j * kBN + warp * 16;
+#pragma unroll
+    for (int n = 0; n < 2; n++) {
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const bool dead = key0 + n * 8 + (lane & 3) * 2 + e >= k_stop;
+        s[n][e] = dead ? -INFINITY : s[n][e] * a.scale_log2;
+        s[n][2 + e] = dead ? -INFINITY : s[n][2 + e] * a.scale_log2;
+      }
+    }
+    softmax_step<2, NO>(s, m, l, o);
+    pv<T, HD, 1>(o, s, v_tile, warp * 16);
+  }
+
+  // Merge the 4 warps through shared memory (the K/V ring is free once every copy landed).
+  cp_async_wait<0>();
+  __syncthreads();
+  float* red_m = reinterpret_cast<float*>(smem + 16 * HD * 2);  // [4][16]
+  float* red_l = red_m + 4 * 16;                                  // [4][16]
+  float* red_o = red_l + 4 * 16;                                  // [4][16][HD]
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 1);
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 2);
+    const int r = (lane >> 2) + 8 * half;
+    if ((lane & 3) == 0) {
+      red_m[warp * 16 + r] = m[half];
+      red_l[warp * 16 + r] = l[half];
+    }
+#pragma unroll
+    for (int n = 0; n < NO; n++) {
+      const int col = n * 8 + (lane & 3) * 2;
+      red_o[(warp * 16 + r) * HD + col] = o[n][2 * half];
+      red_o[(warp * 16 + r) * HD + col + 1] = o[n][2 * half + 1];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nrows * HD; i += kThreads) {
+    const int r = i / HD, d = i % HD;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < 4; w++) mx = fmaxf(mx, red_m[w * 16 + r]);
+    float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+      const float mw = red_m[w * 16 + r];
+      if (mw == -INFINITY) continue;  // this warp saw no key of the split
+      const float f = exp2f(mw - mx);
+      sum += red_l[w * 16 + r] * f;
+      acc += red_o[(w * 16 + r) * HD + d] * f;
+    }
+    if (a.splits == 1) {
+      T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + (h0 + r) * HD;
+      out[d] = from_f<T>(acc / sum);
+    } else {
+      const int64_t prow_h = (prow + h0 + r) * a.splits + split;
+      reinterpret_cast<float*>(a.part_o)[prow_h * HD + d] = acc / sum;
+      if (d == 0) {
+        part_ml[prow_h * 2] = mx;
+        part_ml[prow_h * 2 + 1] = sum;
+      }
+    }
+  }
+}
+
+// out[t, h] = Σ_s w_s o_s / Σ_s w_s with w_s = sum_s · 2^(max_s − max): the splits' partials merged.
+template <typename T>
+__device__ void combine_impl(const AttnArgs& a) {
+  const int t = blockIdx.x, h = blockIdx.y;
+  const int64_t row = static_cast<int64_t>(t) * a.num_heads + h;
+  const float* ml = reinterpret_cast<const float*>(a.part_ml) + row * a.splits * 2;
+  const float* po = reinterpret_cast<const float*>(a.part_o) + row * a.splits * a.head_dim;
+  float mx = -INFINITY;
+  for (int s = 0; s < a.splits; s++) mx = fmaxf(mx, ml[2 * s]);
+  T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + h * a.head_dim;
+  for (int d = threadIdx.x; d < a.head_dim; d += blockDim.x) {
+    float sum = 0.0f, acc = 0.0f;
+    for (int s = 0; s < a.splits; s++) {
+      if (ml[2 * s] == -INFINITY) continue;  // an empty split wrote no output
+      const float w = ml[2 * s + 1] * exp2f(ml[2 * s] - mx);
+      sum += w;
+      acc += w * po[s * a.head_dim + d];
+    }
+    out[d] = from_f<T>(acc / sum);  // no key at all (bad metadata): 0/0 = NaN, as intended
+  }
+}
+
+template <typename T>
+__device__ void generic_impl(const AttnArgs& a) {
+  __shared__ float qs[256], ps[kThreads], scratch[32];
+  __shared__ int64_t koff[kThreads];
+  const int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, hd = a.head_dim;
+  const int g = h / (a.num_heads / a.num_kv_heads);
+  const TokenCtx ctx = token_ctx(a, t, tid == 0 && h == 0);
+  T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + h * hd;
+  if (ctx.kend < 0) {
+    for (int d = tid; d < hd; d += kThreads) out[d] = nan_of<T>();
+    return;
+  }
+  const T* q = reinterpret_cast<const T*>(a.q) + static_cast<int64_t>(t) * a.ld_q + h * hd;
+  for (int d = tid; d < hd; d += kThreads) qs[d] = to_f(q[d]);
+  const int32_t* table = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(ctx.seq) * a.max_blocks;
+  const T* kc = reinterpret_cast<const T*>(a.k_cache);
+  const T* vc = reinterpret_cast<const T*>(a.v_cache);
+  float acc0 = 0.0f, acc1 = 0.0f, m = -INFINITY, l = 0.0f;
+  __syncthreads();
+  for (int k0 = 0; k0 < ctx.kend; k0 += kThreads) {
+    const int key = k0 + tid;
+    float s = -INFINITY;
+    int64_t off = -1;
+    if (key < ctx.kend) {
+      const int col = key / a.block_size;
+      const int blk = table[col];
+      if (blk < 0 || blk >= a.num_blocks) {
+        report(a.err, kErrBlockId, ctx.seq, blk, a.num_blocks, col);
+      } else {
+        off = ((static_cast<int64_t>(blk) * a.block_size + key % a.block_size) * a.num_kv_heads + g) * hd;
+        float dot = 0.0f;
+        for (int d = 0; d < hd; d++) dot += qs[d] * to_f(kc[off + d]);
+        s = dot * a.scale_log2;
+      }
+    }
+    const float m_new = fmaxf(m, block_max(s, scratch));
+    const float ref = m_new == -INFINITY ? 0.0f : m_new;
+    const float corr = exp2f(m - ref);
+    const float p = off >= 0 ? exp2f(s - ref) : 0.0f;
+    ps[tid] = p;
+    koff[tid] = off;
+    l = l * corr + block_sum(p, scratch);  // its barriers also publish ps and koff
+    acc0 *= corr;
+    acc1 *= corr;
+    const int n = min(kThreads, ctx.kend - k0);
+    for (int j = 0; j < n; j++) {
+      if (koff[j] < 0) continue;
+      if (tid < hd) acc0 += ps[j] * to_f(vc[koff[j] + tid]);
+      if (tid + kThreads < hd) acc1 += ps[j] * to_f(vc[koff[j] + tid + kThreads]);
+    }
+    m = m_new;
+    __syncthreads();  // ps and koff are rewritten next round
+  }
+  if (tid < hd) out[tid] = from_f<T>(acc0 / l);
+  if (tid + kThreads < hd) out[tid + kThreads] = from_f<T>(acc1 / l);
+}
+
+}  // namespace
+}  // namespace xk
+
+using xk::AttnArgs;
+
+#define X_DECODE_KERNELS(SUF, T)                                                                         \
+  extern "C" __global__ void __launch_bounds__(128) x_attn_decode_##SUF##_64(AttnArgs a) {              \
+    xk::decode_impl<T, 64>(a);                                                                           \
+  }                                                                                                      \
+  extern "C" __global__ void __launch_bounds__(128) x_attn_decode_##SUF##_128(AttnArgs a) {             \
+    xk::decode_impl<T, 128>(a);                                                                          \
+  }                                                                                                      \
+  extern "C" __global__ void x_attn_combine_##SUF(AttnArgs a) { xk::combine_impl<T>(a); }               \
+  extern "C" __global__ void __launch_bounds__(128) x_attn_generic_##SUF(AttnArgs a) { xk::generic_impl<T>(a); }
+
+X_DECODE_KERNELS(bf16, __nv_bfloat16)
+X_DECODE_KERNELS(f16, __half)

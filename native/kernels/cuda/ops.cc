@@ -1,0 +1,182 @@
+#include "ops.h"
+
+#include <algorithm>
+
+namespace x::kernels::gpu {
+namespace {
+
+const char* suffix(int dtype) { return dtype == xk::kF16 ? "f16" : "bf16"; }
+bool aligned16(uint64_t p) { return (p & 15) == 0; }
+unsigned round32(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(1024, std::max<int64_t>(32, (n + 31) / 32 * 32))); }
+unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+
+Status run(const DeviceRuntime& rt, cuda::CUstream s, const std::string& name, Dim3 grid, Dim3 block, unsigned smem,
+           void* args) {
+  return rt.launch(name.c_str(), grid, block, smem, s, args);
+}
+
+}  // namespace
+
+Status launch_embedding(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::EmbeddingArgs& a) {
+  const bool vec = a.hidden % 8 == 0 && a.ld_out % 8 == 0 && a.ld_table % 8 == 0 && aligned16(a.out) && aligned16(a.table);
+  xk::EmbeddingArgs args = a;
+  const std::string name = std::string("x_embedding_") + suffix(dtype) + (vec ? "_v" : "_s");
+  return run(rt, s, name, {static_cast<unsigned>(a.tokens)}, {round32(vec ? a.hidden / 8 : a.hidden) > 256 ? 256u : round32(vec ? a.hidden / 8 : a.hidden)}, 0, &args);
+}
+
+Status launch_rms_norm(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::RmsNormArgs& a) {
+  xk::RmsNormArgs args = a;
+  const bool vec = a.cols % 8 == 0 && a.ld_x % 8 == 0 && a.ld_out % 8 == 0 && aligned16(a.x) && aligned16(a.out) &&
+                   aligned16(a.weight) && (a.residual == 0 || (a.ld_res % 8 == 0 && aligned16(a.residual)));
+  const int64_t nvec = a.cols / 8;
+  const std::string base = std::string("x_rms_norm_") + suffix(dtype);
+  if (vec && nvec <= 128) {
+    // One warp per row, four rows per block.
+    const int vpt = nvec <= 32 ? 1 : nvec <= 64 ? 2 : 4;
+    return run(rt, s, base + "_w" + std::to_string(vpt), {ceil_div(a.rows, 4)}, {128}, 0, &args);
+  }
+  if (vec && nvec <= 8192) {
+    const int vpt = nvec <= 4096 ? 4 : 8;
+    return run(rt, s, base + "_b" + std::to_string(vpt), {static_cast<unsigned>(a.rows)}, {round32(ceil_div(nvec, vpt))}, 0,
+               &args);
+  }
+  return run(rt, s, base + "_s", {static_cast<unsigned>(a.rows)}, {std::min(1024u, round32(a.cols))}, 0, &args);
+}
+
+Status launch_rotary(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::RotaryArgs& a) {
+  xk::RotaryArgs args = a;
+  const int64_t half = a.rot / 2;
+  bool vec = a.neox && half % 8 == 0 && a.head_dim % 8 == 0 && a.ld_q % 8 == 0 && aligned16(a.q) &&
+             aligned16(a.cos_sin) && a.rot % 4 == 0;
+  if (a.k != 0) vec = vec && a.ld_k % 8 == 0 && aligned16(a.k);
+  if (a.k_cache != 0) vec = vec && a.ld_v % 8 == 0 && aligned16(a.v) && aligned16(a.k_cache) && aligned16(a.v_cache);
+  const std::string name = std::string("x_rotary_") + suffix(dtype) + (vec ? "_v" : "_s");
+  return run(rt, s, name, {static_cast<unsigned>(a.tokens)}, {128}, 0, &args);
+}
+
+Status launch_silu_and_mul(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::SiluArgs& a) {
+  xk::SiluArgs args = a;
+  const bool vec = a.cols % 8 == 0 && a.ld_x % 8 == 0 && a.ld_out % 8 == 0 && aligned16(a.x) && aligned16(a.out);
+  const int64_t items = a.rows * (vec ? a.cols / 8 : a.cols);
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(items, 256), int64_t{rt.multiprocessors()} * 16));
+  const std::string name = std::string("x_silu_and_mul_") + suffix(dtype) + (vec ? "_v" : "_s");
+  return run(rt, s, name, {std::max(1u, blocks)}, {256}, 0, &args);
+}
+
+Status launch_cache_write(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::CacheWriteArgs& a) {
+  xk::CacheWriteArgs args = a;
+  const bool vec = a.width % 8 == 0 && a.ld_k % 8 == 0 && a.ld_v % 8 == 0 && aligned16(a.k) && aligned16(a.v) &&
+                   aligned16(a.k_cache) && aligned16(a.v_cache);
+  const std::string name = std::string("x_cache_write_") + suffix(dtype) + (vec ? "_v" : "_s");
+  return run(rt, s, name, {static_cast<unsigned>(a.tokens)}, {128}, 0, &args);
+}
+
+namespace {
+constexpr int kPrefillRows = 64, kKeyTile = 64;
+unsigned prefill_smem(int hd) { return static_cast<unsigned>(kPrefillRows * hd * 2 + 2 * 2 * kKeyTile * hd * 2); }
+unsigned decode_smem(int hd) { return static_cast<unsigned>(16 * hd * 2 + 3 * 2 * kKeyTile * hd * 2); }
+uint64_t partial_bytes(const xk::AttnArgs& a, int splits) {
+  const uint64_t rows = static_cast<uint64_t>(a.tokens) * a.num_heads * splits;
+  return (rows * a.head_dim * 4 + 255) / 256 * 256 + rows * 2 * 4;
+}
+}  // namespace
+
+AttnPlan plan_attention(const DeviceRuntime& rt, const xk::AttnArgs& a, int64_t max_ctx, int decode,
+                        uint64_t workspace_bytes, bool aligned) {
+  AttnPlan p;
+  const bool mma_dim = a.head_dim == 64 || a.head_dim == 128;
+  const int smem_max = rt.max_dynamic_smem();
+  const bool is_decode = decode >= 0 ? decode == 1 : static_cast<int64_t>(a.tokens) <= 2 * static_cast<int64_t>(a.num_seqs);
+  if (!mma_dim || !aligned) return p;  // generic
+  if (!is_decode) {
+    if (static_cast<int>(prefill_smem(a.head_dim)) > smem_max) return p;
+    p.kind = AttnPlan::kPrefill;
+    return p;
+  }
+  if (static_cast<int>(decode_smem(a.head_dim)) > smem_max) return p;
+  p.kind = AttnPlan::kDecode;
+  // Split the context when the batch alone gives too few blocks for the GPU (two resident per SM).
+  const int group = a.num_heads / a.num_kv_heads;
+  const int64_t blocks = static_cast<int64_t>(a.tokens) * a.num_kv_heads * ((group + 15) / 16);
+  const int64_t target = int64_t{4} * rt.multiprocessors();
+  const int64_t cap = int64_t{a.max_blocks} * a.block_size;
+  const int64_t ctx = std::max<int64_t>(1, max_ctx > 0 ? std::min(max_ctx, cap) : cap);
+  int splits = static_cast<int>(std::min<int64_t>({(target + blocks - 1) / blocks, (ctx + 255) / 256, 64}));
+  splits = std::max(1, splits);
+  while (splits > 1 && partial_bytes(a, splits) > workspace_bytes) splits--;
+  if (splits > 1) {
+    p.split_len = static_cast<int>(((ctx + splits - 1) / splits + kKeyTile - 1) / kKeyTile * kKeyTile);
+    splits = static_cast<int>((ctx + p.split_len - 1) / p.split_len);
+  }
+  p.splits = splits;
+  // One split covers every key the block table can address.
+  if (splits == 1) p.split_len = static_cast<int>(int64_t{a.max_blocks} * a.block_size + kKeyTile);
+  p.workspace_bytes = splits > 1 ? partial_bytes(a, splits) : 0;
+  return p;
+}
+
+Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::AttnArgs a, const AttnPlan& plan,
+                        uint64_t workspace) {
+  const std::string sfx = suffix(dtype);
+  const std::string hd = std::to_string(a.head_dim);
+  if (plan.kind == AttnPlan::kGeneric) {
+    return run(rt, s, "x_attn_generic_" + sfx, {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads)},
+               {128}, 0, &a);
+  }
+  if (plan.kind == AttnPlan::kPrefill) {
+    a.tile_slots = static_cast<int32_t>((a.tokens + kPrefillRows - 1) / kPrefillRows + a.num_seqs);
+    return run(rt, s, "x_attn_prefill_" + sfx + "_" + hd,
+               {static_cast<unsigned>(a.num_heads), static_cast<unsigned>(a.tile_slots)}, {128},
+               prefill_smem(a.head_dim), &a);
+  }
+  const int group = a.num_heads / a.num_kv_heads;
+  a.head_chunks = (group + 15) / 16;
+  a.splits = plan.splits;
+  a.split_len = plan.split_len;
+  if (plan.splits > 1) {
+    const uint64_t rows = static_cast<uint64_t>(a.tokens) * a.num_heads * plan.splits;
+    a.part_o = workspace;
+    a.part_ml = workspace + (rows * a.head_dim * 4 + 255) / 256 * 256;
+  }
+  X_RETURN_IF_ERROR(run(rt, s, "x_attn_decode_" + sfx + "_" + hd,
+                        {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
+                         static_cast<unsigned>(plan.splits)},
+                        {128}, decode_smem(a.head_dim), &a));
+  if (plan.splits == 1) return Status::Ok();
+  return run(rt, s, "x_attn_combine_" + sfx, {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads)},
+             {128}, 0, &a);
+}
+
+Status launch_sample(const DeviceRuntime& rt, cuda::CUstream s, const xk::SampleArgs& a) {
+  xk::SampleArgs args = a;
+  const char* name = a.logits_dtype == xk::kF32 ? "x_sample_f32" : a.logits_dtype == xk::kF16 ? "x_sample_f16" : "x_sample_bf16";
+  return run(rt, s, name, {static_cast<unsigned>(a.rows)}, {512}, 0, &args);
+}
+
+std::string describe_error(const xk::ErrorWord& e) {
+  auto n = [](int64_t v) { return std::to_string(v); };
+  switch (e.code) {
+    case 0: return "";
+    case xk::kErrEmbeddingId:
+      return "embedding: ids[" + n(e.index) + "] = " + n(e.value) + " is outside the vocabulary [0, " + n(e.limit) +
+             ") (its row was filled with NaN)";
+    case xk::kErrRotaryPosition:
+      return "rotaryEmbedding: positions[" + n(e.index) + "] = " + n(e.value) + " is outside the cos/sin cache [0, " +
+             n(e.limit) + ") (the token was left unrotated)";
+    case xk::kErrSlot:
+      return "reshapeAndCache: slotMapping[" + n(e.index) + "] = " + n(e.value) + " is outside [-1, " + n(e.limit) +
+             ") (the token was not cached)";
+    case xk::kErrQueryStartLoc:
+      return "pagedAttention: queryStartLoc[" + n(e.index) + "] = " + n(e.value) +
+             " is inconsistent (it must start at 0, never decrease and end at " + n(e.limit) + ")";
+    case xk::kErrSeqLen:
+      return "pagedAttention: seqLens[" + n(e.index) + "] = " + n(e.value) + " must be in [query length " + n(e.aux) +
+             ", " + n(e.limit) + "] (blockTables width × blockSize); its outputs are NaN";
+    case xk::kErrBlockId:
+      return "pagedAttention: blockTables[" + n(e.index) + "][" + n(e.aux) + "] = " + n(e.value) + " is outside [0, " +
+             n(e.limit) + ") (those keys were skipped)";
+    default: return "a kernel reported error code " + n(e.code);
+  }
+}
+
+}  // namespace x::kernels::gpu

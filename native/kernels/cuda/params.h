@@ -1,0 +1,99 @@
+// Kernel arguments of @x/kernels' CUDA kernels, shared by the host launch code (g++) and the kernels
+// (nvcc). Each kernel takes one of these structs by value; addresses are device (or UVA host)
+// addresses. Plain C++ so both compilers lay the structs out identically (x86-64 ABI).
+#pragma once
+
+#include <stdint.h>
+
+namespace xk {
+
+enum DType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+// The first data-dependent error a kernel met on a device (a bad id, slot, position or block
+// table entry). Kernels never touch memory through a bad index: they skip it (or write NaN) and
+// record it here with atomicCAS on `code`; checkKernelErrors() reads and clears it.
+struct ErrorWord {
+  int32_t code;   // 0: none; otherwise the ErrOp
+  int32_t pad;
+  int64_t index;  // the offending element
+  int64_t value;  // its value
+  int64_t limit;  // the valid range is [lo, limit) (lo per op, see ops.cc)
+  int64_t aux;    // a second index where useful (e.g. the block-table column)
+};
+
+enum ErrOp : int32_t {
+  kErrEmbeddingId = 1,
+  kErrRotaryPosition = 2,
+  kErrSlot = 3,
+  kErrQueryStartLoc = 4,
+  kErrSeqLen = 5,
+  kErrBlockId = 6,
+};
+
+struct EmbeddingArgs {
+  uint64_t out, table, ids;  // out [T, H], table [V, H], ids i32 [T]
+  int64_t tokens, hidden, ld_out, ld_table, vocab;
+  uint64_t err;
+};
+
+struct RmsNormArgs {
+  uint64_t out, x, residual, weight;  // residual 0: none
+  int64_t rows, cols, ld_out, ld_x, ld_res;
+  float eps;
+};
+
+struct RotaryArgs {
+  uint64_t positions;  // i32 or i64 [T]
+  int32_t pos_i64, neox;
+  uint64_t q, k;  // k 0: none
+  int64_t tokens, ld_q, ld_k, nq, nk, head_dim, rot, max_pos;
+  uint64_t cos_sin;  // f32 [max_pos, rot]: cos in the first half of a row, sin in the second
+  // Fused KV write (k_cache 0: none): rotated k and v go to slot slots[t] of the paged cache.
+  uint64_t v, k_cache, v_cache, slots;
+  int64_t ld_v, num_slots;
+  uint64_t err;
+};
+
+struct SiluArgs {
+  uint64_t out, x;  // out [T, I], x [T, 2I]
+  int64_t rows, cols, ld_out, ld_x;
+};
+
+struct CacheWriteArgs {
+  uint64_t k, v, k_cache, v_cache, slots;  // slots i64 [T]; -1 skips the token
+  int64_t tokens, width, ld_k, ld_v, num_slots;
+  uint64_t err;
+};
+
+// Paged attention over caches [num_blocks, block_size, num_kv_heads, head_dim].
+struct AttnArgs {
+  uint64_t out, q, k_cache, v_cache;
+  uint64_t block_tables, seq_lens, qsl;  // i32 [B, max_blocks], [B], [B+1]
+  uint64_t part_o, part_ml;  // split-KV partials (f32): [T, nq, splits, hd] and [T, nq, splits, 2]
+  int64_t ld_q, ld_out;
+  int32_t tokens, num_seqs, num_heads, num_kv_heads, head_dim, block_size, num_blocks, max_blocks;
+  int32_t splits, split_len, head_chunks, tile_slots;
+  float scale_log2;  // softmax scale · log2(e): scores are exponentiated with exp2
+  uint64_t err;
+};
+
+// One row of a sampling batch as packed by the TS layer (SAMPLE_ROW_BYTES = 80 there).
+struct SampleRowParams {
+  float temperature, top_p, min_p, repetition, presence, frequency;
+  int32_t top_k, flags;
+  uint64_t seed, step;
+  int32_t prompt_off, prompt_n, output_off, output_n, bias_off, bias_n, suppress_off, suppress_n;
+};
+
+struct SampleArgs {
+  uint64_t logits;  // [B, V] f32 or bf16 or f16, rows ld apart
+  int64_t ld, vocab;
+  int32_t rows, num_top, logits_dtype, pad;
+  uint64_t params;   // SampleRowParams [B] (pinned host memory, read through UVA)
+  uint64_t ids;      // i32 pool the rows' offsets index (pinned host memory)
+  uint64_t bias;     // f32 values parallel to the bias ids in the pool
+  uint64_t work;     // workspace: per row V f32 (processed logits) + V u32 (token counts)
+  uint64_t sampled, sampled_logprob, sampled_rank, top_ids, top_logprobs;  // 0: not wanted
+};
+
+}  // namespace xk

@@ -1,0 +1,187 @@
+#include "runtime.h"
+
+#include <array>
+#include <cstdio>
+#include <memory>
+
+namespace x::kernels::gpu {
+
+#if X_HAVE_CUDA_KERNELS
+extern "C" const unsigned char x_kernels_fatbin_elementwise[];
+extern "C" const unsigned char x_kernels_fatbin_attention_prefill[];
+extern "C" const unsigned char x_kernels_fatbin_attention_decode[];
+extern "C" const unsigned char x_kernels_fatbin_sampling[];
+#endif
+
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+struct Module {
+  const unsigned char* image;
+  std::vector<const char*> functions;
+  std::vector<const char*> big_smem;  // functions that need more than 48 KiB of dynamic smem
+};
+
+std::vector<Module> modules() {
+#if X_HAVE_CUDA_KERNELS
+  static const std::vector<std::string>* names = [] {
+    auto* v = new std::vector<std::string>();
+    for (const char* dt : {"bf16", "f16"}) {
+      for (const char* k : {"embedding_%s_v", "embedding_%s_s", "rms_norm_%s_w1", "rms_norm_%s_w2",
+                            "rms_norm_%s_w4", "rms_norm_%s_b4", "rms_norm_%s_b8", "rms_norm_%s_s",
+                            "rotary_%s_v", "rotary_%s_s", "silu_and_mul_%s_v", "silu_and_mul_%s_s",
+                            "cache_write_%s_v", "cache_write_%s_s"}) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, k, dt);
+        v->push_back(std::string("x_") + buf);
+      }
+    }
+    return v;
+  }();
+  Module ew{x_kernels_fatbin_elementwise, {}, {}};
+  for (const auto& n : *names) ew.functions.push_back(n.c_str());
+  return {
+      ew,
+      {x_kernels_fatbin_attention_prefill,
+       {"x_attn_prefill_bf16_64", "x_attn_prefill_bf16_128", "x_attn_prefill_f16_64", "x_attn_prefill_f16_128"},
+       {"x_attn_prefill_bf16_64", "x_attn_prefill_bf16_128", "x_attn_prefill_f16_64", "x_attn_prefill_f16_128"}},
+      {x_kernels_fatbin_attention_decode,
+       {"x_attn_decode_bf16_64", "x_attn_decode_bf16_128", "x_attn_decode_f16_64", "x_attn_decode_f16_128",
+        "x_attn_combine_bf16", "x_attn_combine_f16", "x_attn_generic_bf16", "x_attn_generic_f16"},
+       {"x_attn_decode_bf16_64", "x_attn_decode_bf16_128", "x_attn_decode_f16_64", "x_attn_decode_f16_128"}},
+      {x_kernels_fatbin_sampling, {"x_sample_f32", "x_sample_bf16", "x_sample_f16"}, {}},
+  };
+#else
+  return {};
+#endif
+}
+
+struct Slot {
+  std::once_flag once;
+  Status status;
+  DeviceRuntime rt;
+};
+
+std::array<Slot, kMaxDevices>& slots() {
+  static auto* s = new std::array<Slot, kMaxDevices>();  // lives until process exit (used by streams)
+  return *s;
+}
+
+}  // namespace
+
+bool kernels_compiled_in() {
+#if X_HAVE_CUDA_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* kernel_architectures() { return kernels_compiled_in() ? "sm_80,sm_90a,compute_90" : ""; }
+
+bool stream_capturing(const cuda::Driver* d, cuda::CUstream stream) {
+  if (d->cuStreamIsCapturing == nullptr) return false;
+  int status = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+  if (d->cuStreamIsCapturing(stream, &status) != cuda::CUDA_SUCCESS) return false;
+  return status != cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
+Status DeviceRuntime::get(int device, DeviceRuntime** out) {
+  if (device < 0 || device >= kMaxDevices) {
+    return Status::Error(Code::kNoDevice, "cuda:" + std::to_string(device) + " is not a CUDA device index");
+  }
+  Slot& s = slots()[device];
+  std::call_once(s.once, [&] { s.status = s.rt.init(device); });
+  X_RETURN_IF_ERROR(s.status);
+  *out = &s.rt;
+  return Status::Ok();
+}
+
+Status DeviceRuntime::enter() const { return cuda_status(d_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"); }
+
+Status DeviceRuntime::init(int device) {
+  const cuda::DriverLoad& l = cuda::load_driver();
+  if (l.driver == nullptr) return Status::Error(Code::kNoDevice, "CUDA is unavailable: " + l.why);
+  d_ = l.driver;
+  device_ = device;
+  int n = 0;
+  X_CUDA_CHECK(d_->cuDeviceGetCount(&n));
+  if (device >= n) {
+    return Status::Error(Code::kNoDevice, "cuda:" + std::to_string(device) + " does not exist (this machine has " +
+                                              std::to_string(n) + " CUDA device(s))");
+  }
+  cuda::CUdevice dev = 0;
+  X_CUDA_CHECK(d_->cuDeviceGet(&dev, device));
+  X_CUDA_CHECK(d_->cuDevicePrimaryCtxRetain(&ctx_, dev));
+  X_RETURN_IF_ERROR(enter());
+  d_->cuDeviceGetAttribute(&sms_, cuda::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+  d_->cuDeviceGetAttribute(&max_smem_optin_, cuda::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev);
+  for (const Module& m : modules()) {
+    cuda::CUmodule mod = nullptr;
+    X_RETURN_IF_ERROR(cuda_status(d_->cuModuleLoadData(&mod, m.image), "cuModuleLoadData(@x/kernels)"));
+    modules_.push_back(mod);
+    for (const char* name : m.functions) {
+      cuda::CUfunction f = nullptr;
+      Status st = cuda_status(d_->cuModuleGetFunction(&f, mod, name), "cuModuleGetFunction");
+      if (!st.ok()) {
+        st.message += std::string(" (") + name + ")";
+        return st;
+      }
+      fns_[name] = f;
+    }
+    for (const char* name : m.big_smem) {
+      if (d_->cuFuncSetAttribute == nullptr) {
+        return Status::Error(Code::kNoDevice, "this NVIDIA driver lacks cuFuncSetAttribute");
+      }
+      X_RETURN_IF_ERROR(cuda_status(
+          d_->cuFuncSetAttribute(fns_[name], cuda::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, max_smem_optin_),
+          "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"));
+    }
+  }
+  // The error word: device memory the kernels write with atomics, and a pinned host slot it is
+  // copied into. Both live as long as the process (graphs capture the device address).
+  cuda::CUdeviceptr dev_word = 0;
+  X_CUDA_CHECK(d_->cuMemAlloc(&dev_word, sizeof(xk::ErrorWord)));
+  err_dev_ = dev_word;
+  void* host = nullptr;
+  X_CUDA_CHECK(d_->cuMemHostAlloc(&host, sizeof(xk::ErrorWord), cuda::CU_MEMHOSTALLOC_PORTABLE));
+  err_host_ = static_cast<xk::ErrorWord*>(host);
+  *err_host_ = xk::ErrorWord{};
+  // Cleared through a private stream (never the legacy default stream), synchronized here once.
+  cuda::CUstream s = nullptr;
+  X_CUDA_CHECK(d_->cuStreamCreate(&s, cuda::CU_STREAM_NON_BLOCKING));
+  cuda::CUresult r = d_->cuMemsetD8Async(err_dev_, 0, sizeof(xk::ErrorWord), s);
+  if (r == cuda::CUDA_SUCCESS) r = d_->cuStreamSynchronize(s);
+  d_->cuStreamDestroy(s);
+  return cuda_status(r, "cuMemsetD8Async(error word)");
+}
+
+Status DeviceRuntime::launch(const char* name, Dim3 grid, Dim3 block, unsigned smem, cuda::CUstream stream,
+                             void* args) const {
+  auto it = fns_.find(name);
+  if (it == fns_.end()) {
+    if (!kernels_compiled_in()) {
+      return Status::Error(Code::kNoDevice,
+                           "this build of @x/kernels has no CUDA kernels (nvcc was not found at build time; rebuild "
+                           "with nvcc on the PATH or under /usr/local/cuda)");
+    }
+    return Status::Error(Code::kInternal, std::string("@x/kernels has no kernel named ") + name);
+  }
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return Status::Ok();
+  X_RETURN_IF_ERROR(enter());
+  void* params[] = {args};
+  Status st = cuda_status(
+      d_->cuLaunchKernel(it->second, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, stream, params, nullptr),
+      "cuLaunchKernel");
+  if (!st.ok()) st.message += std::string(" (") + name + ")";
+  return st;
+}
+
+Status DeviceRuntime::fetch_errors(cuda::CUstream stream) const {
+  X_RETURN_IF_ERROR(enter());
+  X_CUDA_CHECK(d_->cuMemcpyAsync(reinterpret_cast<cuda::CUdeviceptr>(err_host_), err_dev_, sizeof(xk::ErrorWord), stream));
+  return cuda_status(d_->cuMemsetD8Async(err_dev_, 0, sizeof(xk::ErrorWord), stream), "cuMemsetD8Async(error word)");
+}
+
+}  // namespace x::kernels::gpu

@@ -1,0 +1,64 @@
+// The CUDA side of @x/kernels on one device: the kernel modules embedded in the addon (loaded once
+// with cuModuleLoadData on the device's primary context, every function resolved up front so
+// nothing loads lazily inside a graph capture), device properties, the device-wide error word
+// kernels report bad indices into, and kernel launches on a caller's stream. Pure C++ over the
+// driver table (x/cuda_driver.h); no Node-API.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "params.h"
+#include "x/cuda_driver.h"
+#include "x/status.h"
+
+namespace x::kernels::gpu {
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+class DeviceRuntime {
+ public:
+  // The runtime of `device`, created on first use (thread-safe). kNoDevice without a driver.
+  static Status get(int device, DeviceRuntime** out);
+
+  int device() const { return device_; }
+  int multiprocessors() const { return sms_; }
+  int max_dynamic_smem() const { return max_smem_optin_; }
+  const cuda::Driver* driver() const { return d_; }
+  // Makes the device's primary context current on the calling thread.
+  Status enter() const;
+  // Enqueues kernel `name` with `args` (one struct, passed by value) on `stream`.
+  Status launch(const char* name, Dim3 grid, Dim3 block, unsigned smem, cuda::CUstream stream,
+                void* args) const;
+  // Device address of the ErrorWord kernels of this device report into.
+  uint64_t error_word() const { return err_dev_; }
+  // Enqueues: copy the error word into host memory, then clear it (stream order).
+  Status fetch_errors(cuda::CUstream stream) const;
+  // The error word as last fetched (read after the stream passed fetch_errors).
+  xk::ErrorWord fetched_errors() const { return *err_host_; }
+
+ private:
+  Status init(int device);
+  int device_ = -1;
+  const cuda::Driver* d_ = nullptr;
+  cuda::CUcontext ctx_ = nullptr;
+  int sms_ = 0, max_smem_optin_ = 48 * 1024;
+  std::vector<cuda::CUmodule> modules_;
+  std::unordered_map<std::string, cuda::CUfunction> fns_;
+  uint64_t err_dev_ = 0;
+  xk::ErrorWord* err_host_ = nullptr;
+};
+
+// Whether the kernels were compiled in (nvcc found at build time), and for which targets.
+bool kernels_compiled_in();
+const char* kernel_architectures();
+
+// True while `stream` captures a graph (driver query; false if the driver cannot tell).
+bool stream_capturing(const cuda::Driver* d, cuda::CUstream stream);
+
+}  // namespace x::kernels::gpu

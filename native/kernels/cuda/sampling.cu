@@ -1,0 +1,316 @@
+// Sampling on the GPU with the CPU kernel's semantics (vLLM v1's order), one block per row:
+//   1. raw log-softmax statistics (for logprobs), and the processed row in the workspace:
+//      suppressed ids -> -inf, logit_bias added, repetition / frequency / presence penalties;
+//   2. greedy (temperature < 1e-5): the first maximum. Otherwise: / temperature, min-p, top-k
+//      (keep values >= the k-th largest), top-p (in descending order, ties by id, keep tokens whose
+//      preceding mass is < p of the total), then one draw u = sample_uniform(seed, step) taken in
+//      that same order: the first token whose cumulative mass exceeds u · total.
+// Probabilities are exp(v − max) in f32, summed as 2^-44 fixed point (exact, order-independent
+// integer sums), so the draw is deterministic; it matches the CPU's double arithmetic except when
+// u lands within ~1e-7 of a boundary. Only the sampled ids (and logprobs, if asked) are written.
+#include <climits>
+
+#include "sample_select.cuh"
+
+namespace xk {
+namespace {
+
+constexpr float kFix = 17592186044416.0f;  // 2^44
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+__device__ __forceinline__ double sample_uniform(uint64_t seed, uint64_t step) {
+  return static_cast<double>(splitmix64(splitmix64(seed) ^ step) >> 11) * 0x1.0p-53;
+}
+
+// (value, index) argmax over the block: the largest value, the smallest index among equals.
+__device__ int block_argmax(float v, int i, SampleShared& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (ov > v || (ov == v && oi < i)) {
+      v = ov;
+      i = oi;
+    }
+  }
+  __syncthreads();
+  if (lane == 0) {
+    sh.fred[warp] = v;
+    sh.ibest[warp] = i;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < static_cast<int>(blockDim.x >> 5) ? sh.fred[lane] : -INFINITY;
+    i = lane < static_cast<int>(blockDim.x >> 5) ? sh.ibest[lane] : INT_MAX;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+      if (ov > v || (ov == v && oi < i)) {
+        v = ov;
+        i = oi;
+      }
+    }
+    if (lane == 0) sh.found_index = i;
+  }
+  __syncthreads();
+  const int best = sh.found_index;
+  __syncthreads();
+  return best == INT_MAX ? 0 : best;
+}
+
+// Suppression, logit bias and penalties on the processed row (ids were validated by the caller).
+__device__ void apply_modifications(const SampleRowParams& p, const SampleArgs& a, float* work,
+                                    uint32_t* counts) {
+  const int tid = threadIdx.x, nt = blockDim.x;
+  const int32_t* ids = reinterpret_cast<const int32_t*>(a.ids);
+  const float* bias = reinterpret_cast<const float*>(a.bias);
+  for (int j = tid; j < p.suppress_n; j += nt) work[ids[p.suppress_off + j]] = -INFINITY;
+  __syncthreads();
+  for (int j = tid; j < p.bias_n; j += nt) work[ids[p.bias_off + j]] += bias[p.bias_off + j];
+  __syncthreads();
+  if (p.repetition == 1.0f && p.presence == 0.0f && p.frequency == 0.0f) return;
+  const int32_t* prompt = ids + p.prompt_off;
+  const int32_t* output = ids + p.output_off;
+  for (int j = tid; j < p.prompt_n; j += nt) counts[prompt[j]] = 0;
+  for (int j = tid; j < p.output_n; j += nt) counts[output[j]] = 0;
+  __syncthreads();
+  // Low 30 bits: occurrences in the output; bit 31: seen in the prompt; bit 30: already applied.
+  for (int j = tid; j < p.output_n; j += nt) atomicAdd(&counts[output[j]], 1u);
+  for (int j = tid; j < p.prompt_n; j += nt) atomicOr(&counts[prompt[j]], 0x80000000u);
+  __syncthreads();
+  for (int j = tid; j < p.prompt_n + p.output_n; j += nt) {
+    const int id = j < p.prompt_n ? prompt[j] : output[j - p.prompt_n];
+    const uint32_t old = atomicOr(&counts[id], 0x40000000u);
+    if (old & 0x40000000u) continue;  // another thread owns this id
+    const uint32_t c = old & 0x3fffffffu;
+    float l = work[id];
+    if (p.repetition != 1.0f) l = l > 0.0f ? l / p.repetition : l * p.repetition;
+    if (c > 0) l -= p.frequency * static_cast<float>(c) + p.presence;
+    work[id] = l;
+  }
+  __syncthreads();
+}
+
+template <typename TL>
+__device__ void sample_impl(const SampleArgs& a) {
+  __shared__ SampleShared sh;
+  const int row = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+  const int V = static_cast<int>(a.vocab);
+  if (tid < 20) sh.params[tid] = reinterpret_cast<const uint32_t*>(a.params + static_cast<uint64_t>(row) * sizeof(SampleRowParams))[tid];
+  __syncthreads();
+  const SampleRowParams p = *reinterpret_cast<const SampleRowParams*>(sh.params);
+  const TL* raw = reinterpret_cast<const TL*>(a.logits) + static_cast<int64_t>(row) * a.ld;
+  float* work = reinterpret_cast<float*>(a.work) + static_cast<int64_t>(row) * V * 2;
+  uint32_t* counts = reinterpret_cast<uint32_t*>(work + V);
+
+  // 1. The processed copy, and the raw row's max and sum of exp (online per thread).
+  float rmax = -INFINITY, rsum = 0.0f;
+  for (int i = tid; i < V; i += nt) {
+    const float x = to_f(raw[i]);
+    work[i] = x;
+    if (x == -INFINITY) continue;
+    if (x > rmax) {
+      rsum = rsum * expf(rmax - x) + 1.0f;
+      rmax = x;
+    } else {
+      rsum += expf(x - rmax);
+    }
+  }
+  const float raw_max = block_max(rmax, sh.fred);
+  const float raw_sum = block_sum(rmax == -INFINITY ? 0.0f : rsum * expf(rmax - raw_max), sh.fred);
+  const double lse = static_cast<double>(raw_max) + log(static_cast<double>(raw_sum));
+  __syncthreads();
+  apply_modifications(p, a, work, counts);
+
+  // 2. Choose.
+  int token = 0;
+  if (p.temperature < 1e-5f) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int i = tid; i < V; i += nt) {
+      if (work[i] > bv) {
+        bv = work[i];
+        bi = i;
+      }
+    }
+    token = block_argmax(bv, bi, sh);
+  } else {
+    float mx = -INFINITY;
+    for (int i = tid; i < V; i += nt) {
+      const float v = work[i] / p.temperature;
+      work[i] = v;
+      mx = fmaxf(mx, v);
+    }
+    const float M = block_max(mx, sh.fred);  // its barriers publish the divided row
+    const bool minp = p.min_p > 0.0f;
+    const float cut = minp ? logf(p.min_p) : 0.0f;
+    auto kept0 = [&](int i, float& v, unsigned long long& w) -> bool {
+      v = work[i];
+      w = 1;
+      return v > -INFINITY && (!minp || !(v - M < cut));
+    };
+    float tau = -INFINITY;  // top-k threshold: values below are dropped (ties with it stay)
+    if (p.top_k > 0 && p.top_k < V) {
+      const Sel s = select_desc<false>(sh, V, M, static_cast<unsigned long long>(p.top_k), kept0);
+      if (s.found) tau = s.value;
+    }
+    auto kept = [&](int i, float& v, unsigned long long& w) -> bool {
+      v = work[i];
+      if (!(v > -INFINITY) || (minp && v - M < cut) || v < tau) return false;
+      w = __float2ull_rn(expf(v - M) * kFix);
+      return true;
+    };
+    unsigned long long zl = 0;
+    for (int i = tid; i < V; i += nt) {
+      float v;
+      unsigned long long w;
+      if (kept(i, v, w)) zl += w;
+    }
+    const unsigned long long Z = block_sum_u64(zl, sh);
+    if (Z == 0) {
+      float bv = -INFINITY;
+      int bi = INT_MAX;
+      for (int i = tid; i < V; i += nt) {
+        if (work[i] > bv) {
+          bv = work[i];
+          bi = i;
+        }
+      }
+      token = block_argmax(bv, bi, sh);
+    } else {
+      // top-p: the boundary value v* and how many of its ties (smallest ids first) stay.
+      bool cut_p = false;
+      float vstar = 0.0f;
+      unsigned long long w1 = 0, total = Z;
+      unsigned int keep_n = 0;
+      if (p.top_p < 1.0f) {
+        const double pz = static_cast<double>(p.top_p) * static_cast<double>(Z);
+        const unsigned long long target = static_cast<unsigned long long>(ceil(pz));
+        const Sel s = select_desc<false>(sh, V, M, target, kept);
+        if (s.found && target > s.above) {
+          cut_p = true;
+          vstar = s.value;
+          w1 = s.weight / s.count;
+          const unsigned long long need = (target - s.above + w1 - 1) / w1;
+          keep_n = static_cast<unsigned int>(need < 1ull ? 1ull : (need > s.count ? s.count : need));
+          total = s.above + keep_n * w1;
+        }
+      }
+      const double u = sample_uniform(p.seed, p.step);
+      unsigned long long t = static_cast<unsigned long long>(floor(u * static_cast<double>(total)));
+      if (t >= total) t = total - 1;
+      Sel d;
+      if (cut_p) {
+        auto above_vstar = [&](int i, float& v, unsigned long long& w) -> bool {
+          return kept(i, v, w) && v > vstar;
+        };
+        d = select_desc<true>(sh, V, M, t, above_vstar, vstar, keep_n * w1, keep_n);
+      } else {
+        d = select_desc<true>(sh, V, M, t, kept);
+      }
+      if (d.index >= 0) {
+        token = d.index;
+      } else {
+        const unsigned long long wd = d.weight / d.count;
+        unsigned int r = wd > 0 ? static_cast<unsigned int>((t - d.above) / wd) : 0;
+        if (r >= d.count) r = d.count - 1;
+        const int idx = nth_equal(sh, V, d.value, r, kept);
+        token = idx >= 0 ? idx : 0;
+      }
+    }
+  }
+
+  // 3. Outputs; log-probabilities from the raw logits.
+  if (tid == 0) reinterpret_cast<int32_t*>(a.sampled)[row] = token;
+  const float chosen = to_f(raw[token]);
+  if (a.sampled_logprob != 0 && tid == 0) {
+    reinterpret_cast<float*>(a.sampled_logprob)[row] = static_cast<float>(static_cast<double>(chosen) - lse);
+  }
+  if (a.sampled_rank != 0) {
+    int c = 0;
+    for (int i = tid; i < V; i += nt) c += to_f(raw[i]) >= chosen ? 1 : 0;
+    c = block_sum_int(c, sh);
+    if (tid == 0) reinterpret_cast<int32_t*>(a.sampled_rank)[row] = c;
+  }
+  if (a.num_top > 0) {
+    const int n = min(a.num_top, V);
+    auto rawk = [&](int i, float& v, unsigned long long& w) -> bool {
+      v = to_f(raw[i]);
+      w = 1;
+      return true;
+    };
+    const Sel s = select_desc<false>(sh, V, raw_max, static_cast<unsigned long long>(n), rawk);
+    const float tau = s.value;
+    if (tid == 0) sh.cand_n = 0;
+    __syncthreads();
+    for (int i = tid; i < V; i += nt) {
+      const float v = to_f(raw[i]);
+      if (v > tau) {
+        const int k = atomicAdd(&sh.cand_n, 1);
+        if (k < 64) {
+          sh.cand_id[k] = i;
+          sh.cand_v[k] = v;
+        }
+      }
+    }
+    __syncthreads();
+    // Ties with the n-th value: the smallest ids first (as the CPU's stable order).
+    const int above = sh.cand_n;
+    const int need = n - above;
+    const int chunk = (V + nt - 1) / nt, begin = tid * chunk, end = min(V, begin + chunk);
+    int cnt = 0;
+    for (int i = begin; i < end; i++) cnt += to_f(raw[i]) == tau ? 1 : 0;
+    int rank = block_exclusive_scan(cnt, sh);
+    for (int i = begin; i < end && rank < need; i++) {
+      if (to_f(raw[i]) == tau) {
+        sh.cand_id[above + rank] = i;
+        sh.cand_v[above + rank] = tau;
+        rank++;
+      }
+    }
+    __syncthreads();
+    if (tid == 0) {
+      for (int x = 1; x < n; x++) {  // insertion sort: value descending, id ascending
+        const int id = sh.cand_id[x];
+        const float v = sh.cand_v[x];
+        int y = x - 1;
+        while (y >= 0 && (sh.cand_v[y] < v || (sh.cand_v[y] == v && sh.cand_id[y] > id))) {
+          sh.cand_id[y + 1] = sh.cand_id[y];
+          sh.cand_v[y + 1] = sh.cand_v[y];
+          y--;
+        }
+        sh.cand_id[y + 1] = id;
+        sh.cand_v[y + 1] = v;
+      }
+    }
+    __syncthreads();
+    int32_t* top_ids = reinterpret_cast<int32_t*>(a.top_ids) + static_cast<int64_t>(row) * a.num_top;
+    float* top_lp = reinterpret_cast<float*>(a.top_logprobs) + static_cast<int64_t>(row) * a.num_top;
+    for (int j = tid; j < a.num_top; j += nt) {
+      top_ids[j] = j < n ? sh.cand_id[j] : -1;
+      top_lp[j] = j < n ? static_cast<float>(static_cast<double>(sh.cand_v[j]) - lse) : -INFINITY;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace xk
+
+using xk::SampleArgs;
+
+extern "C" __global__ void __launch_bounds__(xk::kSampleThreads, 1) x_sample_f32(SampleArgs a) {
+  xk::sample_impl<float>(a);
+}
+extern "C" __global__ void __launch_bounds__(xk::kSampleThreads, 1) x_sample_bf16(SampleArgs a) {
+  xk::sample_impl<__nv_bfloat16>(a);
+}
+extern "C" __global__ void __launch_bounds__(xk::kSampleThreads, 1) x_sample_f16(SampleArgs a) {
+  xk::sample_impl<__half>(a);
+}
