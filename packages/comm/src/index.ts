@@ -13,7 +13,7 @@ export {
 } from './group.js';
 export { type InitGroupOptions, initGroup } from './init-group.js';
 export { type LaunchOptions, type LaunchResult, launch } from './launch.js';
-export { NcclUnavailableError, type NcclStatus, ncclStatus } from './nccl.js';
+export { type NcclStatus, NcclUnavailableError, ncclStatus } from './nccl.js';
 export { NcclGroup } from './nccl-group.js';
 export {
   DEFAULT_STORE_TIMEOUT_MS,

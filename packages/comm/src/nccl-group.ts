@@ -9,7 +9,7 @@ import {
 } from '@x/core';
 import { callComm, settle, toCommError } from './errors.js';
 import { DTYPE_CODE, type NativeHandle, type NativeOp, native, OP, REDUCE_CODE } from './native.js';
-import { base, checkReduce, emptyOp, type ExchangeItem, type ReduceOp } from './ops.js';
+import { base, checkReduce, type ExchangeItem, emptyOp, type ReduceOp } from './ops.js';
 import type { Store } from './store.js';
 
 /** How an NCCL group was formed: shared by a world and its subgroups. @internal */
