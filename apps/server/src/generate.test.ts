@@ -130,6 +130,21 @@ describe('x generate: sampling, stopping and text', () => {
     expect(ignored.token_ids).toEqual(e.greedy_ids);
   });
 
+  it('draws a progress bar while loading weights on a terminal, and none otherwise', () => {
+    const args = ['--model', model, '--prompt-ids', '1,2', '--max-tokens', '1'];
+    // util-linux `script` runs the CLI on a pseudo-terminal (stderr is a TTY there).
+    const cmd = [process.execPath, cli, 'generate', ...args].map((a) => `'${a}'`).join(' ');
+    const tty = spawnSync('script', ['-qec', cmd, '/dev/null'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(tty.status, tty.stdout).toBe(0);
+    expect(tty.stdout).toMatch(/\rLoading weights \[#+\] 100% [\d.]+ KB\/[\d.]+ KB 20\/20 tensors/);
+    const piped = run(args);
+    expect(piped.status, piped.stderr).toBe(0);
+    expect(piped.stderr).not.toContain('Loading weights');
+  });
+
   it('streams the text to stdout without --json', () => {
     const json = runJson([...base, '--temperature', '0']);
     const r = run([...base, '--temperature', '0']);
