@@ -16,10 +16,26 @@ const rankScript = fileURLToPath(
 const started: ChildProcess[] = [];
 const rankPids: number[] = [];
 
-afterEach(() => {
-  // Whatever happened, nothing this file started outlives it.
-  for (const c of started.splice(0))
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+afterEach(async () => {
+  // Whatever happened, nothing this file started outlives it: SIGTERM lets `x launch` tear its
+  // ranks down; SIGKILL follows for anything still alive.
+  const live = started.splice(0).filter((c) => c.exitCode === null && c.signalCode === null);
+  for (const c of live) c.kill('SIGTERM');
+  await Promise.all(
+    live.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            c.kill('SIGKILL');
+            resolve();
+          }, 3000);
+          c.once('exit', () => {
+            clearTimeout(t);
+            resolve();
+          });
+        }),
+    ),
+  );
   for (const pid of rankPids.splice(0)) {
     try {
       process.kill(pid, 'SIGKILL');

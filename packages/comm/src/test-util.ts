@@ -35,6 +35,9 @@ export async function runScenario(
     stdout: out,
     stderr: err,
     graceMs: 10_000,
+    // A scenario that hangs is torn down (SIGTERM, then SIGKILL) before vitest gives up on it, so
+    // no rank process outlives its test.
+    signal: AbortSignal.timeout(15_000),
     ...extra,
   });
   return { ...r, ...parse(out.text), output: out.text + err.text };
