@@ -1,18 +1,26 @@
 import { callNative, type Stream, type Tensor } from '@x/core';
 import { assertShape, assertTensor, contiguous, cpuStream, mat } from './check.js';
+import { isCudaStream } from './cuda-check.js';
+import { matmulCuda } from './cuda-matmul.js';
 import { native } from './native.js';
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
-  /** Added to every row of the result: [N] f32|bf16 (Qwen2's q/k/v bias). */
+  /** Added to every row of the result: [N] f32|bf16 (Qwen2's q/k/v bias; CUDA: out's dtype). */
   bias?: Tensor;
+  /**
+   * CUDA: cuBLASLt's workspace, MATMUL_WORKSPACE_BYTES of persistent memory allocated once and
+   * passed to every call. Without it cuBLASLt picks among algorithms that need none.
+   */
+  workspace?: Tensor;
 }
 
 /**
  * out = a · wᵀ (+ bias): the layout of a Hugging Face Linear (w is [out_features, in_features]).
  * Shapes: out [M, N] f32, a [M, K] f32, w [N, K] f32|bf16 (bf16 widened in the inner loop; f32
  * accumulation). Rows may be strided (e.g. writing into half of a wider buffer). `out` must not
- * overlap `a` or `w`.
+ * overlap `a` or `w`. CUDA (cuBLASLt, f32 accumulation): a and w bf16 or f16 (the same), out that
+ * dtype or f32 (logits), bias out's dtype; shapes cached with their algorithm.
  */
 export function matmul(
   stream: Stream,
@@ -21,6 +29,10 @@ export function matmul(
   w: Tensor,
   options: MatmulOptions = {},
 ): void {
+  if (isCudaStream(stream)) {
+    matmulCuda(stream, out, a, w, options);
+    return;
+  }
   const h = cpuStream(stream);
   const dev = stream.device.name;
   assertTensor('out', out, ['f32'], dev);

@@ -1,5 +1,7 @@
 import { callNative, InvalidArgumentError, type Stream, type Tensor } from '@x/core';
 import { assertFinite, assertShape, assertTensor, contiguous, cpuStream, mat } from './check.js';
+import { pagedAttentionCuda } from './cuda-attention.js';
+import { isCudaStream } from './cuda-check.js';
 import { native } from './native.js';
 import { cacheLayout } from './reshape-and-cache.js';
 
@@ -13,6 +15,22 @@ export interface PagedAttentionOptions {
   queryStartLoc: Tensor;
   /** Softmax scale, usually headDim^-0.5. */
   scale: number;
+  /**
+   * CUDA: scratch for split-KV decode partials (persistent memory; size it with
+   * pagedAttentionWorkspaceBytes). Without it (or with less) decode uses fewer splits.
+   */
+  workspace?: Tensor;
+  /**
+   * CUDA: an upper bound of seqLens (default: blockTables width × blockSize). A tighter bound lets
+   * decode split long contexts better; a sequence longer than it is reported as an error.
+   */
+  maxSeqLen?: number;
+  /**
+   * CUDA: true when (nearly) every sequence has one query token (the split-KV decode kernel), false
+   * for prefill (the tiled flash kernel). Default: decide from the token and sequence counts.
+   * Both kernels compute the same result for any batch.
+   */
+  decode?: boolean;
 }
 
 /**
@@ -21,6 +39,8 @@ export interface PagedAttentionOptions {
  * seqLens[b] − qlen_b + i and attends to keys [0, that position]. GQA: query head h reads KV head
  * h / (numHeads / numKvHeads). Shapes: out, q [T, numHeads·headDim] f32; caches
  * [numBlocks, blockSize, numKvHeads, headDim] f32. Bad metadata fails the stream with its index.
+ * CUDA: q, out and the caches bf16 or f16 (f32 softmax and accumulation), head sizes up to 256
+ * (64 and 128 on tensor cores); bad metadata gives NaN rows and is reported by checkKernelErrors.
  */
 export function pagedAttention(
   stream: Stream,
@@ -30,6 +50,10 @@ export function pagedAttention(
   vCache: Tensor,
   options: PagedAttentionOptions,
 ): void {
+  if (isCudaStream(stream)) {
+    pagedAttentionCuda(stream, out, q, kCache, vCache, options);
+    return;
+  }
   const h = cpuStream(stream);
   const dev = stream.device.name;
   const layout = cacheLayout(kCache, vCache, dev);

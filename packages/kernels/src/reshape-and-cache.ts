@@ -1,5 +1,7 @@
 import { callNative, type Stream, type Tensor } from '@x/core';
 import { assertShape, assertTensor, contiguous, cpuStream, mat } from './check.js';
+import { isCudaStream } from './cuda-check.js';
+import { reshapeAndCacheCuda } from './cuda-elementwise.js';
 import { native } from './native.js';
 
 /** The paged KV cache of one layer: kCache and vCache [numBlocks, blockSize, numKvHeads, headDim] f32. */
@@ -31,7 +33,8 @@ export function cacheLayout(
 /**
  * Writes this step's keys and values into the paged cache: token t goes to slot slotMapping[t]
  * (= block · blockSize + offset); slot -1 is skipped (padding). Shapes: k, v [T, numKvHeads·headDim]
- * f32; slotMapping [T] i64. A slot outside the cache fails the stream.
+ * f32; slotMapping [T] i64. A slot outside the cache fails the stream. CUDA: k, v and the caches
+ * bf16 or f16; a bad slot is skipped and reported by checkKernelErrors.
  */
 export function reshapeAndCache(
   stream: Stream,
@@ -41,6 +44,10 @@ export function reshapeAndCache(
   vCache: Tensor,
   slotMapping: Tensor,
 ): void {
+  if (isCudaStream(stream)) {
+    reshapeAndCacheCuda(stream, k, v, kCache, vCache, slotMapping);
+    return;
+  }
   const h = cpuStream(stream);
   const dev = stream.device.name;
   const layout = cacheLayout(kCache, vCache, dev);

@@ -1,5 +1,7 @@
 import { callNative, type Stream, type Tensor } from '@x/core';
 import { assertFinite, assertShape, assertTensor, contiguous, cpuStream, mat } from './check.js';
+import { isCudaStream } from './cuda-check.js';
+import { rmsNormCuda } from './cuda-elementwise.js';
 import { native } from './native.js';
 
 /** Options of {@link rmsNorm}. */
@@ -16,7 +18,8 @@ export interface RmsNormOptions {
 /**
  * out = x / sqrt(mean(x²) + eps) · weight, row by row, f32 math. Shapes: out, x [T, H] f32;
  * weight [H] f32|bf16. For Qwen3's per-head q/k norm pass views reshaped to [T·heads, headDim].
- * `out` may alias `x`.
+ * `out` may alias `x`. CUDA: x, out, weight and residual bf16 or f16 (one dtype), f32 math; the
+ * residual sum is rounded to that dtype before the norm reads it (as transformers does).
  */
 export function rmsNorm(
   stream: Stream,
@@ -25,6 +28,10 @@ export function rmsNorm(
   weight: Tensor,
   options: RmsNormOptions,
 ): void {
+  if (isCudaStream(stream)) {
+    rmsNormCuda(stream, out, x, weight, options);
+    return;
+  }
   const h = cpuStream(stream);
   const dev = stream.device.name;
   assertTensor('x', x, ['f32'], dev);

@@ -7,7 +7,10 @@ import {
   cpuStream,
   mat,
 } from './check.js';
+import { isCudaStream } from './cuda-check.js';
+import { rotaryEmbeddingCuda } from './cuda-elementwise.js';
 import { native } from './native.js';
+import { reshapeAndCache } from './reshape-and-cache.js';
 
 /** Options of {@link rotaryEmbedding}. */
 export interface RotaryEmbeddingOptions {
@@ -16,12 +19,21 @@ export interface RotaryEmbeddingOptions {
   rotaryDim: number;
   /** true: rotate halves (GPT-NeoX / HF `rotate_half`, Llama and Qwen); false: interleaved pairs (GPT-J). */
   neox: boolean;
+  /**
+   * Also writes this step's keys (after rotation) and values into the paged KV cache, exactly as
+   * {@link reshapeAndCache}(stream, k, v, kCache, vCache, slotMapping) after the rotation would
+   * (slot −1 skipped). On CUDA it is one kernel (k is rotated and cached in one pass); on the CPU
+   * the two ops run back to back.
+   */
+  cache?: { v: Tensor; kCache: Tensor; vCache: Tensor; slotMapping: Tensor };
 }
 
 /**
  * Applies rotary position embedding to q and k in place. positions [T] i32|i64; q [T, nq·headDim];
  * k [T, nk·headDim] f32; cosSinCache [maxPos, rotaryDim] f32 (cos in the first half of each row,
  * sin in the second — see {@link ropeCosSinCache}). A position outside the cache fails the stream.
+ * CUDA: q and k bf16 or f16 (f32 math); a bad position leaves its token unrotated and is reported by
+ * checkKernelErrors.
  */
 export function rotaryEmbedding(
   stream: Stream,
@@ -31,6 +43,10 @@ export function rotaryEmbedding(
   cosSinCache: Tensor,
   options: RotaryEmbeddingOptions,
 ): void {
+  if (isCudaStream(stream)) {
+    rotaryEmbeddingCuda(stream, positions, q, k, cosSinCache, options);
+    return;
+  }
   const h = cpuStream(stream);
   const dev = stream.device.name;
   const headDim = assertPositiveInt('options.headDim', options?.headDim);
@@ -79,4 +95,9 @@ export function rotaryEmbedding(
     neox: options.neox !== false,
   };
   callNative(() => native().rotaryEmbedding(h, params));
+  const c = options.cache;
+  if (c !== undefined) {
+    if (k === null) throw new InvalidArgumentError('k', 'a Tensor when options.cache is given', k);
+    reshapeAndCache(stream, k, c.v, c.kCache, c.vCache, c.slotMapping);
+  }
 }

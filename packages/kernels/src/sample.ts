@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { callNative, InvalidArgumentError, type Stream, type Tensor } from '@x/core';
 import { assertShape, assertTensor, contiguous, cpuStream, mat } from './check.js';
+import { isCudaStream } from './cuda-check.js';
+import { sampleCuda } from './cuda-sample.js';
 import { type NativeSampleRow, native } from './native.js';
 
 /** Sampling parameters of one row (vLLM SamplingParams names and defaults). */
@@ -29,6 +31,15 @@ export interface SamplingRow {
   logitBias?: Readonly<Record<number, number>> | ReadonlyMap<number, number>;
   /** Tokens forbidden this step (their logits become -inf), e.g. stop tokens under min_tokens. */
   suppressTokenIds?: ArrayLike<number>;
+}
+
+/** Options of {@link sample}. */
+export interface SampleOptions {
+  /**
+   * CUDA (required there): scratch of at least sampleWorkspaceBytes(B, V) bytes of device memory
+   * (the processed logits and token counts of each row).
+   */
+  workspace?: Tensor;
 }
 
 /** Where {@link sample} writes; all on the stream's device. */
@@ -149,17 +160,21 @@ function toNative(r: SamplingRow, i: number, vocab: number): NativeSampleRow {
 /**
  * Samples one token per row of logits [B, V] f32 with vLLM's semantics and order of operations
  * (penalties and logit bias → greedy or temperature → min-p → top-k → top-p → draw); log-probs come
- * from the raw logits, as vLLM's default. See the README for the seeded generator.
+ * from the raw logits, as vLLM's default. See the README for the seeded generator. CUDA: logits
+ * f32, bf16 or f16; `options.workspace` is required; at most 64 top log-probabilities; only the
+ * outputs are written, so only sampled ids need cross to the host.
  */
 export function sample(
   stream: Stream,
   logits: Tensor,
   rows: readonly SamplingRow[],
   outputs: SampleOutputs,
+  options: SampleOptions = {},
 ): void {
-  const h = cpuStream(stream);
+  const cuda = isCudaStream(stream);
+  const h = cuda ? 0n : cpuStream(stream);
   const dev = stream.device.name;
-  assertTensor('logits', logits, ['f32'], dev);
+  assertTensor('logits', logits, cuda ? ['f32', 'bf16', 'f16'] : ['f32'], dev);
   assertShape('logits', logits, [null, null]);
   const [b, vocab] = logits.shape as [number, number];
   if (!Array.isArray(rows) || rows.length !== b) {
@@ -201,6 +216,11 @@ export function sample(
       b,
       numTop,
     ]);
+  }
+  if (cuda) {
+    const packed = rows.map((r, i) => toNative(r, i, vocab));
+    sampleCuda(stream, logits, packed, o, numTop, options);
+    return;
   }
   const params = {
     logits: mat('logits', logits),
