@@ -124,6 +124,35 @@ describe('loadModel', () => {
     expect(allocator.audit().length).toBe(before);
   });
 
+  it('runs q/k/v and gate/up as one matmul each (the loader stores them back to back)', async () => {
+    for (const [name, fusedQkv] of [
+      ['mistral-v4', true],
+      ['qwen2-v5', true], // with the q/k/v biases fused too
+      ['qwen3-v5', false], // per-head q/k norm needs q and k contiguous: separate q/k/v
+    ] as const) {
+      const m = await loadModel(join(FIXTURES, name), { allocator, onProgress: () => {} });
+      const stream = Stream.create('cpu', { recordOps: true });
+      const runner = await ModelRunner.create({
+        config: m.config,
+        weights: m.weights,
+        allocator,
+        stream,
+        numKvBlocks: 2,
+        maxModelLen: 32,
+      });
+      // allLogits runs the kernels one by one (no graph), so the op log shows each matmul.
+      await runner.execute([{ tokens: [1, 2, 3], blockTable: [0, 1], contextLength: 3 }], {
+        allLogits: true,
+      });
+      const perLayer = (fusedQkv ? 1 : 3) + 1 + 1 + 1; // qkv, o, gate_up, down
+      const matmuls = stream.completedOps().filter((op) => op === 'kernels.matmul').length;
+      expect([name, matmuls]).toEqual([name, m.config.numLayers * perLayer + 2]); // + lm_head ×2
+      await runner.dispose();
+      stream.dispose();
+      m.dispose();
+    }
+  });
+
   it('counts the weight bytes a decode step streams (lm_head always, the embedding gather never)', async () => {
     for (const name of ['llama-v4', 'llama-v5']) {
       const m = await loadModel(join(FIXTURES, name), { allocator, onProgress: () => {} });

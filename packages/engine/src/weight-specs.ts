@@ -11,6 +11,12 @@ export interface WeightSpec {
   shard: ShardKind;
   /** For k/v projections: rows are KV heads, which are replicated when fewer than ranks. */
   kvHeads?: boolean;
+  /**
+   * Tensors with the same group are stored back to back in one allocation, in spec order, so
+   * the model can run them as one matmul (q/k/v, their biases, gate/up). The group name is the
+   * allocation's owner.
+   */
+  group?: string;
 }
 
 /**
@@ -27,18 +33,45 @@ export function weightSpecs(config: ModelConfig): WeightSpec[] {
   ];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `model.layers.${i}`;
+    const qkv = `${p}.self_attn.qkv_proj.weight`;
+    const qkvBias = `${p}.self_attn.qkv_proj.bias`;
+    const gateUp = `${p}.mlp.gate_up_proj.weight`;
     specs.push(
       { name: `${p}.input_layernorm.weight`, shape: [h], shard: 'replicated' },
-      { name: `${p}.self_attn.q_proj.weight`, shape: [q, h], shard: 'column' },
-      { name: `${p}.self_attn.k_proj.weight`, shape: [kv, h], shard: 'column', kvHeads: true },
-      { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], shard: 'column', kvHeads: true },
+      { name: `${p}.self_attn.q_proj.weight`, shape: [q, h], shard: 'column', group: qkv },
+      {
+        name: `${p}.self_attn.k_proj.weight`,
+        shape: [kv, h],
+        shard: 'column',
+        kvHeads: true,
+        group: qkv,
+      },
+      {
+        name: `${p}.self_attn.v_proj.weight`,
+        shape: [kv, h],
+        shard: 'column',
+        kvHeads: true,
+        group: qkv,
+      },
       { name: `${p}.self_attn.o_proj.weight`, shape: [h, q], shard: 'row' },
     );
     if (arch.qkvBias(config)) {
       specs.push(
-        { name: `${p}.self_attn.q_proj.bias`, shape: [q], shard: 'column' },
-        { name: `${p}.self_attn.k_proj.bias`, shape: [kv], shard: 'column', kvHeads: true },
-        { name: `${p}.self_attn.v_proj.bias`, shape: [kv], shard: 'column', kvHeads: true },
+        { name: `${p}.self_attn.q_proj.bias`, shape: [q], shard: 'column', group: qkvBias },
+        {
+          name: `${p}.self_attn.k_proj.bias`,
+          shape: [kv],
+          shard: 'column',
+          kvHeads: true,
+          group: qkvBias,
+        },
+        {
+          name: `${p}.self_attn.v_proj.bias`,
+          shape: [kv],
+          shard: 'column',
+          kvHeads: true,
+          group: qkvBias,
+        },
       );
     }
     // The bias of a row-parallel layer is added once, after the all-reduce, so every rank keeps
@@ -54,8 +87,8 @@ export function weightSpecs(config: ModelConfig): WeightSpec[] {
     }
     specs.push(
       { name: `${p}.post_attention_layernorm.weight`, shape: [h], shard: 'replicated' },
-      { name: `${p}.mlp.gate_proj.weight`, shape: [inter, h], shard: 'column' },
-      { name: `${p}.mlp.up_proj.weight`, shape: [inter, h], shard: 'column' },
+      { name: `${p}.mlp.gate_proj.weight`, shape: [inter, h], shard: 'column', group: gateUp },
+      { name: `${p}.mlp.up_proj.weight`, shape: [inter, h], shard: 'column', group: gateUp },
       { name: `${p}.mlp.down_proj.weight`, shape: [h, inter], shard: 'row' },
     );
   }

@@ -116,12 +116,25 @@ describe('loadWeights', () => {
     expect(await asNumbers(await store.readBytes(name), 'f32')).toEqual(values(name, 24));
     expect(progress.at(-1)).toMatchObject({ done: names.length, count: names.length });
     expect(progress.at(-1)!.loadedBytes).toBe(progress.at(-1)!.totalBytes);
-    // Every tensor landed under the weights tag, owned by its HF name.
+    // Every tensor landed under the weights tag, owned by its HF name; q/k/v and gate/up share
+    // one allocation per layer (owned by the fused name), back to back, so they run as one matmul.
     const owners = allocator
       .audit()
       .filter((e) => e.tag === 'weights')
       .map((e) => e.owner);
-    expect(owners).toEqual(expect.arrayContaining(names));
+    const fused = /\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\./;
+    expect(owners).toEqual(expect.arrayContaining(names.filter((n) => !fused.test(n))));
+    for (let i = 0; i < tiny.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      expect(owners).toContain(`${p}.self_attn.qkv_proj.weight`);
+      expect(owners).toContain(`${p}.mlp.gate_up_proj.weight`);
+      const [q, k, v] = ['q', 'k', 'v'].map((x) => store.get(`${p}.self_attn.${x}_proj.weight`));
+      expect(k!.ptr).toBe(q!.ptr + BigInt(q!.byteLength));
+      expect(v!.ptr).toBe(k!.ptr + BigInt(k!.byteLength));
+      const [g, u] = ['gate', 'up'].map((x) => store.get(`${p}.mlp.${x}_proj.weight`));
+      expect(u!.ptr).toBe(g!.ptr + BigInt(g!.byteLength));
+    }
+    expect(owners.filter((o) => fused.test(o))).toEqual([]);
     store.dispose();
   });
 

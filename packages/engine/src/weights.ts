@@ -66,8 +66,8 @@ export class WeightStore {
   /** The bytes of a loaded tensor, copied to the host (for checks and debugging). */
   async readBytes(name: string): Promise<Uint8Array> {
     this.get(name);
-    const { allocation } = this.#tensors.get(this.#aliases.get(name) ?? name)!;
-    return allocation.read(0, allocation.size);
+    const { allocation, tensor } = this.#tensors.get(this.#aliases.get(name) ?? name)!;
+    return allocation.read(Number(tensor.ptr - allocation.ptr), tensor.byteLength);
   }
 
   /** Every name get() accepts, aliases included. */
@@ -78,16 +78,21 @@ export class WeightStore {
   /** Device bytes held. */
   get bytes(): number {
     let n = 0;
-    for (const { allocation } of this.#tensors.values()) n += allocation.size;
+    for (const a of this.#allocations()) n += a.size;
     return n;
   }
 
   /** Frees every allocation. The tensors must not be used afterwards. */
   dispose(): void {
-    for (const { allocation } of this.#tensors.values()) {
-      if (allocation.state !== 'freed') this.#allocator.free(allocation);
+    for (const a of this.#allocations()) {
+      if (a.state !== 'freed') this.#allocator.free(a);
     }
     this.#tensors.clear();
+  }
+
+  // A group (q/k/v, gate/up) shares one allocation.
+  #allocations(): Set<Allocation> {
+    return new Set([...this.#tensors.values()].map((e) => e.allocation));
   }
 
   [Symbol.dispose](): void {
@@ -113,6 +118,7 @@ export async function loadWeights(
     options.onProgress ?? (process.stderr.isTTY ? progressBar(process.stderr) : undefined);
   const ckpt = await SafetensorsCheckpoint.open(dir);
   const tensors = new Map<string, { tensor: Tensor; allocation: Allocation }>();
+  const allocations: Allocation[] = [];
   try {
     const plan = weightSpecs(config).map((spec) => {
       const info = ckpt.tensors.get(spec.name);
@@ -122,18 +128,45 @@ export async function loadWeights(
       }
       const range = shardRange(spec, config, tp);
       const bytes = numel(range.shape) * safetensorsItemBytes(info.dtype);
-      return { spec, info, range, bytes };
+      return {
+        spec,
+        info,
+        range,
+        bytes,
+        deviceBytes: numel(range.shape) * (dtype === 'f32' ? 4 : 2),
+      };
     });
     const totalBytes = plan.reduce((a, p) => a + p.bytes, 0);
     let loadedBytes = 0;
+    let group: { name: string; allocation: Allocation; offset: number } | undefined;
     for (const [i, { spec, info, range, bytes }] of plan.entries()) {
-      const allocation = await loadTensor(allocator, spec, info, range, dtype);
-      tensors.set(spec.name, { allocation, tensor: allocation.tensor(dtype, range.shape) });
+      // A group's members are consecutive in the plan: the first allocates for all of them.
+      if (spec.group === undefined || spec.group !== group?.name) {
+        let size = 0;
+        for (
+          let j = i;
+          j < plan.length &&
+          (j === i || (spec.group !== undefined && plan[j]!.spec.group === spec.group));
+          j++
+        ) {
+          size += plan[j]!.deviceBytes;
+        }
+        const allocation = allocator.alloc(size, {
+          tag: 'weights',
+          owner: spec.group ?? spec.name,
+        });
+        allocations.push(allocation);
+        group = { name: spec.group ?? '', allocation, offset: 0 };
+      }
+      const { allocation, offset } = group;
+      await loadTensor(allocation, offset, spec, info, range, dtype);
+      tensors.set(spec.name, { allocation, tensor: allocation.tensor(dtype, range.shape, offset) });
+      group.offset += plan[i]!.deviceBytes;
       loadedBytes += bytes;
       onProgress?.({ tensor: spec.name, done: i + 1, count: plan.length, loadedBytes, totalBytes });
     }
   } catch (err) {
-    for (const { allocation } of tensors.values()) allocator.free(allocation);
+    for (const a of allocations) allocator.free(a);
     throw err;
   } finally {
     await ckpt.close();
@@ -143,53 +176,46 @@ export async function loadWeights(
   return new WeightStore(allocator, dtype, tp, tensors, aliases);
 }
 
-/** Reads this rank's slice of one tensor in chunks of whole rows, converts and writes it. */
+/**
+ * Reads this rank's slice of one tensor in chunks of whole rows, converts it and writes it at
+ * `offset` of `allocation`.
+ */
 async function loadTensor(
-  allocator: Allocator,
+  allocation: Allocation,
+  offset: number,
   spec: WeightSpec,
   info: TensorInfo,
   range: ShardRange,
   dtype: WeightDType,
-): Promise<Allocation> {
+): Promise<void> {
   const srcItem = safetensorsItemBytes(info.dtype);
-  const dstItem = dtype === 'f32' ? 4 : 2;
-  const allocation = allocator.alloc(numel(range.shape) * dstItem, {
-    tag: 'weights',
-    owner: spec.name,
-  });
-  try {
-    // A "row" is one index of dim 0. Column splits (dim 0) read a contiguous run of rows; row
-    // splits (dim 1) read whole rows and keep columns [start, end) of each.
-    const full = info.shape;
-    const rowElems = full.length > 1 ? numel(full.slice(1)) : 1;
-    const rowBytes = rowElems * srcItem;
-    const [firstRow, lastRow] = range.dim === 0 ? [range.start, range.end] : [0, full[0]!];
-    const colStart = range.dim === 1 ? range.start : 0;
-    const colCount = range.dim === 1 ? range.end - range.start : rowElems;
-    const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / rowBytes));
-    let written = 0;
-    for (let r = firstRow; r < lastRow; r += rowsPerChunk) {
-      const rows = Math.min(rowsPerChunk, lastRow - r);
-      const raw = await info.file.read(info.offset + r * rowBytes, rows * rowBytes);
-      if (raw.byteLength !== rows * rowBytes) {
-        throw new WeightShapeError(spec.name, spec.shape, info.shape); // file shrank under us
-      }
-      let picked = raw;
-      if (range.dim === 1) {
-        picked = new Uint8Array(rows * colCount * srcItem);
-        for (let k = 0; k < rows; k++) {
-          const from = k * rowBytes + colStart * srcItem;
-          picked.set(raw.subarray(from, from + colCount * srcItem), k * colCount * srcItem);
-        }
-      }
-      const out = convertElements(picked, info.dtype, dtype);
-      await allocation.write(written, out);
-      written += out.byteLength;
+  // A "row" is one index of dim 0. Column splits (dim 0) read a contiguous run of rows; row
+  // splits (dim 1) read whole rows and keep columns [start, end) of each.
+  const full = info.shape;
+  const rowElems = full.length > 1 ? numel(full.slice(1)) : 1;
+  const rowBytes = rowElems * srcItem;
+  const [firstRow, lastRow] = range.dim === 0 ? [range.start, range.end] : [0, full[0]!];
+  const colStart = range.dim === 1 ? range.start : 0;
+  const colCount = range.dim === 1 ? range.end - range.start : rowElems;
+  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / rowBytes));
+  let written = offset;
+  for (let r = firstRow; r < lastRow; r += rowsPerChunk) {
+    const rows = Math.min(rowsPerChunk, lastRow - r);
+    const raw = await info.file.read(info.offset + r * rowBytes, rows * rowBytes);
+    if (raw.byteLength !== rows * rowBytes) {
+      throw new WeightShapeError(spec.name, spec.shape, info.shape); // file shrank under us
     }
-    return allocation;
-  } catch (err) {
-    allocator.free(allocation);
-    throw err;
+    let picked = raw;
+    if (range.dim === 1) {
+      picked = new Uint8Array(rows * colCount * srcItem);
+      for (let k = 0; k < rows; k++) {
+        const from = k * rowBytes + colStart * srcItem;
+        picked.set(raw.subarray(from, from + colCount * srcItem), k * colCount * srcItem);
+      }
+    }
+    const out = convertElements(picked, info.dtype, dtype);
+    await allocation.write(written, out);
+    written += out.byteLength;
   }
 }
 

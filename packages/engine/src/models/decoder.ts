@@ -1,4 +1,4 @@
-import type { Stream, Tensor } from '@x/core';
+import { type Stream, Tensor } from '@x/core';
 import {
   embedding,
   matmul,
@@ -31,6 +31,10 @@ interface LayerWeights {
   gate: Tensor;
   up: Tensor;
   down: Tensor;
+  /** q/k/v as one [q + 2·kv, h] matmul, when the loader stored them back to back. */
+  qkv?: Linear;
+  /** gate/up as one [2·im, h] matmul, likewise. */
+  gateUp?: Tensor;
 }
 
 /** Rows of this step: T tokens of B sequences (the workspace tensors cover the bucket). */
@@ -45,6 +49,38 @@ function checked(weights: WeightSource, name: string, shape: number[]): Tensor {
     throw new WeightShapeError(name, shape, t.shape);
   }
   return t;
+}
+
+/**
+ * `parts` as one [Σ rows, cols] tensor when they lie back to back in memory (same dtype, device
+ * and row width, contiguous) — how loadWeights stores q/k/v and gate/up — else undefined.
+ */
+function concatenated(parts: readonly Tensor[]): Tensor | undefined {
+  const first = parts[0]!;
+  let end = first.ptr;
+  for (const t of parts) {
+    const sameRows =
+      t.rank === first.rank && t.shape.slice(1).every((d, i) => d === first.shape[i + 1]);
+    if (!t.isContiguous || t.ptr !== end || t.dtype !== first.dtype || !sameRows) return undefined;
+    if (t.device.name !== first.device.name) return undefined;
+    end += BigInt(t.byteLength);
+  }
+  const rows = parts.reduce((a, t) => a + t.shape[0]!, 0);
+  return new Tensor({
+    ptr: first.ptr,
+    dtype: first.dtype,
+    shape: [rows, ...first.shape.slice(1)],
+    device: first.device,
+  });
+}
+
+/** The fused q/k/v projection, when weights (and biases, if any) are stored back to back. */
+function fusedQkv(q: Linear, k: Linear, v: Linear): Linear | undefined {
+  const w = concatenated([q.w, k.w, v.w]);
+  if (w === undefined) return undefined;
+  if (q.bias === undefined) return { w };
+  const bias = concatenated([q.bias, k.bias!, v.bias!]);
+  return bias === undefined ? undefined : { w, bias };
 }
 
 /**
@@ -84,18 +120,30 @@ export class DecoderModel {
     });
     this.#layers = Array.from({ length: config.numLayers }, (_, i) => {
       const n = layerWeightNames(i);
+      const [q, k, v] = [
+        linear(n.q, nq * hd, h, qkvBias),
+        linear(n.k, nk * hd, h, qkvBias),
+        linear(n.v, nk * hd, h, qkvBias),
+      ] as const;
+      const gate = checked(weights, n.gate, [im, h]);
+      const up = checked(weights, n.up, [im, h]);
+      // Qwen3's per-head q/k norm reshapes q and k, which needs them contiguous: no qkv fusion.
+      const qkv = qkNorm ? undefined : fusedQkv(q, k, v);
+      const gateUp = concatenated([gate, up]);
       return {
         inputNorm: checked(weights, n.inputNorm, [h]),
-        q: linear(n.q, nq * hd, h, qkvBias),
-        k: linear(n.k, nk * hd, h, qkvBias),
-        v: linear(n.v, nk * hd, h, qkvBias),
+        q,
+        k,
+        v,
+        ...(qkv ? { qkv } : {}),
+        ...(gateUp ? { gateUp } : {}),
         o: linear(n.o, h, nq * hd, oBias),
         ...(qkNorm
           ? { qNorm: checked(weights, n.qNorm, [hd]), kNorm: checked(weights, n.kNorm, [hd]) }
           : {}),
         postNorm: checked(weights, n.postNorm, [h]),
-        gate: checked(weights, n.gate, [im, h]),
-        up: checked(weights, n.up, [im, h]),
+        gate,
+        up,
         down: checked(weights, n.down, [h, im]),
       };
     });
@@ -135,9 +183,16 @@ export class DecoderModel {
     const hidden = rows(ws.hidden);
     const residual = rows(ws.residual);
     const normed = rows(ws.normed);
-    const q = rows(ws.q);
-    const k = rows(ws.k);
-    const v = rows(ws.v);
+    const qW = c.numHeads * c.headDim;
+    const kvW = c.numKvHeads * c.headDim;
+    const qkvOut = rows(ws.qkv);
+    // Fused layers write q|k|v side by side in one buffer; q, k, v are its column slices.
+    const fused = {
+      q: qkvOut.slice(1, 0, qW),
+      k: qkvOut.slice(1, qW, qW + kvW),
+      v: qkvOut.slice(1, qW + kvW, qW + 2 * kvW),
+    };
+    const separate = { q: rows(ws.q), k: rows(ws.k), v: rows(ws.v) };
     const attn = rows(ws.attn);
     const gateUp = rows(ws.gateUp);
     const act = rows(ws.act);
@@ -160,12 +215,17 @@ export class DecoderModel {
     this.#layers.forEach((l, i) => {
       if (i === 0) rmsNorm(stream, normed, residual, l.inputNorm, { eps });
       else rmsNorm(stream, normed, hidden, l.inputNorm, { eps, residual });
-      for (const [out, lin] of [
-        [q, l.q],
-        [k, l.k],
-        [v, l.v],
-      ] as const) {
-        matmul(stream, out, normed, lin.w, lin.bias ? { bias: lin.bias } : {});
+      const { q, k, v } = l.qkv ? fused : separate;
+      if (l.qkv) {
+        matmul(stream, qkvOut, normed, l.qkv.w, l.qkv.bias ? { bias: l.qkv.bias } : {});
+      } else {
+        for (const [out, lin] of [
+          [q, l.q],
+          [k, l.k],
+          [v, l.v],
+        ] as const) {
+          matmul(stream, out, normed, lin.w, lin.bias ? { bias: lin.bias } : {});
+        }
       }
       if (l.qNorm && l.kNorm) {
         const qh = q.reshape([t * c.numHeads, c.headDim]);
@@ -178,8 +238,12 @@ export class DecoderModel {
       pagedAttention(stream, attn, q, kv.keys[i]!, kv.values[i]!, meta);
       matmul(stream, hidden, attn, l.o.w, l.o.bias ? { bias: l.o.bias } : {});
       rmsNorm(stream, normed, hidden, l.postNorm, { eps, residual });
-      matmul(stream, gateUp.slice(1, 0, im), normed, l.gate);
-      matmul(stream, gateUp.slice(1, im, 2 * im), normed, l.up);
+      if (l.gateUp) {
+        matmul(stream, gateUp, normed, l.gateUp);
+      } else {
+        matmul(stream, gateUp.slice(1, 0, im), normed, l.gate);
+        matmul(stream, gateUp.slice(1, im, 2 * im), normed, l.up);
+      }
       siluAndMul(stream, act, gateUp);
       matmul(stream, hidden, act, l.down);
     });

@@ -40,6 +40,8 @@ export class Workspace {
   readonly q: Tensor;
   readonly k: Tensor;
   readonly v: Tensor;
+  /** q|k|v side by side, [T, q + 2·kv]: the output of a fused q/k/v projection. */
+  readonly qkv: Tensor;
   readonly attn: Tensor;
   readonly gateUp: Tensor;
   readonly act: Tensor;
@@ -75,6 +77,7 @@ export class Workspace {
       ['act', 'f32', [t, shape.intermediate]],
       ['lastHidden', 'f32', [b, h]],
       ['logits', 'f32', [b, shape.vocab]],
+      ['qkv', 'f32', [t, shape.qWidth + 2 * shape.kvWidth]],
     ];
     const { offsets, total } = layout(plan.map(([, , s]) => s.reduce((x, y) => x * y, 1) * 4));
     this.#allocation = allocator.alloc(total, {
@@ -95,6 +98,7 @@ export class Workspace {
     this.act = dev[8]!;
     this.lastHidden = dev[9]!;
     this.logits = dev[10]!;
+    this.qkv = dev[11]!;
 
     const mb = shape.maxBlocksPerSeq;
     const host: Array<[string, 'i32' | 'i64' | 'f32', number[], number]> = [
