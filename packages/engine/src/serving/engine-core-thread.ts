@@ -130,6 +130,22 @@ port.on('message', (m: ToEngine) => {
   }
 });
 
+// An error nothing caught (a bug outside the engine loop, which catches its own): report the
+// engine dead, then free it in order — streams drained before memory goes — instead of letting
+// the thread die with device work in flight.
+let failing = false;
+async function failThread(err: unknown): Promise<void> {
+  if (failing) return;
+  failing = true;
+  const error = serializeError(err);
+  post({ type: 'fatal', error, status: { ...status(), dead: true, error: error.message } });
+  closing = true;
+  await engine?.dispose().catch(() => undefined);
+  port.close();
+}
+process.on('uncaughtException', (err) => void failThread(err));
+process.on('unhandledRejection', (err) => void failThread(err));
+
 try {
   engine = await createEngine(config, {
     onOutputs,
