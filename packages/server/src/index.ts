@@ -1,7 +1,9 @@
 /**
- * @x/server — OpenAI-compatible HTTP API, admin endpoints, metrics.
- *
- * Not built yet. This package deliberately exports nothing: a package whose capability is not
- * built yet exports nothing it cannot do, so no stub can pretend to work. See README.md.
+ * @x/server — the OpenAI-compatible HTTP API of x (Fastify): completions and chat completions
+ * with vLLM-compatible SSE, models, tokenize/detokenize, health, Prometheus metrics, and the
+ * admin endpoints (sleep, wake, pause, resume, prefix-cache reset, weight reload).
  */
-export {};
+export type { ServerOptions } from './context.js';
+export { type ErrorBody, HttpError } from './errors.js';
+export { PREFIX as METRICS_PREFIX, ServerMetrics } from './metrics.js';
+export { createServer } from './server.js';
