@@ -248,7 +248,7 @@ def save(model, tok: Tokenizer, config: LlamaConfig, args, out: Path) -> None:
     for f in out.iterdir():
         if f.suffix in (".safetensors", ".json", ".jinja", ".md"):
             f.unlink()
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    model.to(torch.bfloat16).save_pretrained(out)  # safetensors
     GenerationConfig(
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
         do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=128,
