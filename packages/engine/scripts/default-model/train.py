@@ -237,7 +237,8 @@ def main() -> None:
         "torch": torch.__version__,
         "train_seconds": round(time.time() - started, 1),
     }
-    meta["reference"] = check(args.out, device)
+    # On the CPU in fp32 (no TF32), as x computes: x's test must reproduce these tokens exactly.
+    meta["reference"] = check(args.out, "cpu")
     (args.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"saved {args.out} ({sum(f.stat().st_size for f in args.out.iterdir()) / 1e6:.1f} MB); "
           f"val loss {val_loss:.4f}; {time.time() - started:.0f}s in all", flush=True)
