@@ -49,7 +49,9 @@ async function copyBandwidth(bytes = 256 << 20, reps = 6, streams = 1) {
   const rates = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
-    ss.forEach((s, j) => s.copy(b.ptr + BigInt(j * part), a.ptr + BigInt(j * part), part));
+    ss.forEach((s, j) => {
+      s.copy(b.ptr + BigInt(j * part), a.ptr + BigInt(j * part), part);
+    });
     await Promise.all(ss.map((s) => s.synchronize()));
     const sec = (performance.now() - t0) / 1e3;
     if (i > 0) rates.push((2 * part * streams) / sec / 1e9);
