@@ -99,7 +99,10 @@ export class Generation {
     this.#streams.forEach((s, prompt) => {
       (async () => {
         for await (const output of s) {
-          queue.push({ prompt, output });
+          const e = { prompt, output };
+          // Observed on arrival, so a consumer that stopped early (client gone) still counts.
+          this.#observe(e);
+          queue.push(e);
           notify();
         }
       })()
@@ -114,7 +117,6 @@ export class Generation {
     for (;;) {
       const e = queue.shift();
       if (e !== undefined) {
-        this.#observe(e);
         yield e;
         continue;
       }
