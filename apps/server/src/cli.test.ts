@@ -62,9 +62,40 @@ describe('x', () => {
     expect(result.stderr).toContain('x --help');
   });
 
-  it('has no serve command yet', () => {
-    const result = runCli(['serve']);
-    expect(result.status).not.toBe(0);
-    expect(result.stderr).toContain("unknown command 'serve'");
+  it('has serve and bench serve with vLLM flag names', () => {
+    const serve = runCli(['serve', '--help']);
+    expect(serve.status).toBe(0);
+    for (const flag of [
+      '--model',
+      '--host',
+      '--port',
+      '--device',
+      '--dtype',
+      '--max-model-len',
+      '--max-num-seqs',
+      '--max-num-batched-tokens',
+      '--block-size',
+      '--gpu-memory-utilization',
+      '--enable-prefix-caching',
+      '--enable-sleep-mode',
+      '--api-key',
+      '--served-model-name',
+      '--seed',
+    ]) {
+      expect(serve.stdout).toContain(flag);
+    }
+    const bench = runCli(['bench', 'serve', '--help']);
+    expect(bench.status).toBe(0);
+    for (const flag of [
+      '--random-input-len',
+      '--random-output-len',
+      '--max-concurrency',
+      '--request-rate',
+      '--num-prompts',
+      '--ignore-eos',
+      '--seed',
+    ]) {
+      expect(bench.stdout).toContain(flag);
+    }
   });
 });

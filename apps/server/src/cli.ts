@@ -29,6 +29,8 @@ program
 
 registerLaunch(program);
 (await import('./generate.js')).registerGenerate(program);
+(await import('./serve.js')).registerServe(program);
+(await import('./bench-serve.js')).registerBenchServe(program);
 
 try {
   await program.parseAsync();
