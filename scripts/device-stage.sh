@@ -13,6 +13,9 @@ paths=()
 for pkg in packages/*; do
   # node_modules/@x holds pnpm's relative links to sibling packages (bare `@x/core` imports).
   for out in dist dist-gpu build/Release prebuilds node_modules/@x; do
+    # prebuilds/ duplicates build/Release/ (the loader tries the local build first); the carried
+    # tree is limited to 64 MiB and @x/kernels' addon alone is ~7 MB, so stage only one of them.
+    [ "$out" = prebuilds ] && [ -e "$pkg/build/Release" ] && continue
     [ -e "$pkg/$out" ] && paths+=("$pkg/$out")
   done
 done

@@ -8,9 +8,11 @@ mkdir -p "$out"
 export OUT=$out X_TEST_DEVICE=${X_TEST_DEVICE:-cuda:0} NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 status=0
+# GPU_CHECK_ONLY="core-gpu kernels-gpu ..." runs only the named checks (a short device lease).
 run() {
   local name=$1
   shift
+  if [ -n "${GPU_CHECK_ONLY:-}" ] && [[ " $GPU_CHECK_ONLY " != *" $name "* ]]; then return; fi
   echo "== $name"
   "$@" >"$out/$name.log" 2>&1
   local rc=$?
@@ -22,6 +24,9 @@ run cumem-suite node packages/cumem/dist-gpu/allocator.test.mjs
 run cumem-gpu node packages/cumem/test/gpu/cumem.gpu.mjs
 run bench-core node packages/core/bench/copy-bandwidth.mjs
 run bench-cumem node packages/cumem/bench/sleep-wake.mjs
+run kernels-gpu timeout "${KERNELS_TEST_TIMEOUT:-600}" node --test --test-concurrency=3 packages/kernels/test/gpu/elementwise.gpu.mjs packages/kernels/test/gpu/attention.gpu.mjs packages/kernels/test/gpu/matmul.gpu.mjs packages/kernels/test/gpu/sample.gpu.mjs packages/kernels/test/gpu/graph.gpu.mjs
+run kernels-sanitizer timeout "${KERNELS_SANITIZE_TIMEOUT:-900}" bash packages/kernels/test/gpu/sanitize.sh
+run bench-kernels timeout "${KERNELS_BENCH_TIMEOUT:-600}" node packages/kernels/bench/gpu.mjs
 run comm-nccl node packages/comm/test/gpu/nccl.gpu.mjs
 run bench-comm node packages/comm/bench/allreduce.mjs
 grep -h -A8 '^| ' "$out"/bench-*.log

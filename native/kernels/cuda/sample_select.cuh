@@ -208,6 +208,7 @@ __device__ Sel select_desc(SampleShared& sh, int n_elems, float ref, unsigned lo
       __syncthreads();
       res.index = sh.found_index;
       res.value = sh.found_value;
+      __syncthreads();  // found_* may be rewritten by the caller's next primitive
       return res;
     }
     if (last) res.value = from_okey(prefix);

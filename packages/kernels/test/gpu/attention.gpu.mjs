@@ -1,0 +1,294 @@
+// GPU checks of paged attention against the CPU kernel: prefill (tensor-core flash kernel), decode
+// (split-KV over the context, with and without a workspace), the generic kernel for other head
+// sizes, GQA/MQA ratios, block sizes, ragged batches, contexts to 32k, and bad metadata. Slots of
+// the cache that no sequence owns hold NaN, so a kernel reading past a sequence fails the check.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import {
+  checkKernelErrors,
+  pagedAttention,
+  pagedAttentionWorkspaceBytes,
+} from '../../dist/index.js';
+import { assertClose, CpuArena, DEV, decode, encode, GpuArena, rng, SMALL } from './util.mjs';
+
+let gpu;
+let cpu;
+before(async () => {
+  gpu = await GpuArena.create();
+  cpu = new CpuArena();
+});
+after(async () => {
+  await gpu.dispose();
+  cpu.dispose();
+});
+
+/**
+ * One batch: seqs [{ ctx, qlen }] (ctx includes this step's qlen tokens). Returns GPU and CPU outputs.
+ */
+async function runCase({
+  dtype = 'bf16',
+  seqs,
+  nq,
+  nk,
+  hd,
+  bs,
+  workspace = true,
+  decode: dec,
+  seed = 1,
+  maxSeqLen,
+}) {
+  const rand = rng(seed);
+  const need = seqs.map((s) => Math.ceil(s.ctx / bs));
+  const maxBlocks = Math.max(...need) + 1;
+  const numBlocks = need.reduce((a, b) => a + b, 0) + 3;
+  // Blocks handed out in a shuffled order, as a block pool would.
+  const ids = Array.from({ length: numBlocks }, (_, i) => i);
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [ids[i], ids[j]] = [ids[j], ids[i]];
+  }
+  const table = new Int32Array(seqs.length * maxBlocks);
+  let next = 0;
+  const slotRow = nk * hd;
+  const kBits = new Uint16Array(numBlocks * bs * slotRow).fill(0xffff);
+  const vBits = new Uint16Array(numBlocks * bs * slotRow).fill(0xffff);
+  seqs.forEach((s, b) => {
+    for (let i = 0; i < need[b]; i++) table[b * maxBlocks + i] = ids[next++];
+    for (let i = need[b]; i < maxBlocks; i++) table[b * maxBlocks + i] = ids[numBlocks - 1]; // never read
+    for (let p = 0; p < s.ctx; p++) {
+      const slot = table[b * maxBlocks + Math.floor(p / bs)] * bs + (p % bs);
+      const vals = new Float32Array(2 * slotRow);
+      for (let i = 0; i < vals.length; i++) vals[i] = rand() * 2 - 1 || 1e-3;
+      kBits.set(encode(dtype, vals.subarray(0, slotRow)), slot * slotRow);
+      vBits.set(encode(dtype, vals.subarray(slotRow)), slot * slotRow);
+    }
+  });
+  const tokens = seqs.reduce((a, s) => a + s.qlen, 0);
+  const qsl = Int32Array.from([0, ...seqs.map((s) => s.qlen)]);
+  for (let i = 1; i < qsl.length; i++) qsl[i] += qsl[i - 1];
+  const seqLens = Int32Array.from(seqs.map((s) => s.ctx));
+  const qVals = new Float32Array(tokens * nq * hd);
+  for (let i = 0; i < qVals.length; i++) qVals[i] = rand() * 2 - 1 || 1e-3;
+  const qBits = encode(dtype, qVals);
+  const cacheShape = [numBlocks, bs, nk, hd];
+  const scale = 1 / Math.sqrt(hd);
+
+  const out = gpu.tensor(dtype, [tokens, nq * hd]);
+  const meta = {
+    blockTables: await gpu.upload('i32', [seqs.length, maxBlocks], table),
+    seqLens: await gpu.upload('i32', [seqs.length], seqLens),
+    queryStartLoc: await gpu.upload('i32', [seqs.length + 1], qsl),
+    scale,
+  };
+  let ws;
+  if (workspace) {
+    const bytes = pagedAttentionWorkspaceBytes(DEV, {
+      numHeads: nq,
+      numKvHeads: nk,
+      headDim: hd,
+      blockSize: bs,
+      maxBlocks,
+      maxTokens: tokens,
+    });
+    if (bytes > 0) ws = gpu.tensor('u8', [bytes]);
+  }
+  pagedAttention(
+    gpu.stream,
+    out,
+    await gpu.upload(dtype, [tokens, nq * hd], qBits),
+    await gpu.upload(dtype, cacheShape, kBits),
+    await gpu.upload(dtype, cacheShape, vBits),
+    {
+      ...meta,
+      ...(ws ? { workspace: ws } : {}),
+      ...(dec === undefined ? {} : { decode: dec }),
+      ...(maxSeqLen ? { maxSeqLen } : {}),
+    },
+  );
+  const got = await gpu.readF32(out);
+
+  const co = cpu.tensor('f32', [tokens, nq * hd]);
+  pagedAttention(
+    cpu.stream,
+    co,
+    cpu.tensor('f32', [tokens, nq * hd], decode(dtype, qBits)),
+    cpu.tensor('f32', cacheShape, decode(dtype, kBits)),
+    cpu.tensor('f32', cacheShape, decode(dtype, vBits)),
+    {
+      blockTables: cpu.tensor('i32', [seqs.length, maxBlocks], table),
+      seqLens: cpu.tensor('i32', [seqs.length], seqLens),
+      queryStartLoc: cpu.tensor('i32', [seqs.length + 1], qsl),
+      scale,
+    },
+  );
+  await cpu.stream.synchronize();
+  return { got, want: cpu.read(co) };
+}
+
+const big = (n, small) => (SMALL ? small : n);
+
+for (const dtype of ['bf16', 'f16']) {
+  describe(`pagedAttention ${dtype}`, () => {
+    it('prefill: ragged batch with chunked prefill, GQA 4, hd 128, block 16 (both kernels)', async () => {
+      const seqs = [
+        { ctx: big(300, 70), qlen: big(300, 70) },
+        { ctx: 64, qlen: 64 },
+        { ctx: big(1000, 130), qlen: big(257, 65) },
+        { ctx: 17, qlen: 1 },
+      ];
+      for (const dec of [undefined, true]) {
+        const { got, want } = await runCase({
+          dtype,
+          seqs,
+          nq: 32,
+          nk: 8,
+          hd: 128,
+          bs: 16,
+          decode: dec,
+        });
+        assertClose(`prefill decode=${dec}`, got, want, dtype);
+      }
+      await checkKernelErrors(gpu.stream);
+    });
+
+    it('prefill: hd 64, no GQA, block 32; MQA', async () => {
+      const seqs = [
+        { ctx: big(200, 40), qlen: big(200, 40) },
+        { ctx: big(129, 33), qlen: 5 },
+        { ctx: 3, qlen: 3 },
+      ];
+      let r = await runCase({ dtype, seqs, nq: 4, nk: 4, hd: 64, bs: 32, seed: 2 });
+      assertClose('prefill hd64', r.got, r.want, dtype);
+      r = await runCase({ dtype, seqs, nq: 8, nk: 1, hd: 128, bs: 16, seed: 3 });
+      assertClose('prefill MQA', r.got, r.want, dtype);
+    });
+
+    it('decode: 16 sequences to 4k context, split over the context and not', async () => {
+      const rand = rng(4);
+      const seqs = Array.from({ length: 16 }, () => ({
+        ctx: 1 + Math.floor(rand() * big(4096, 300)),
+        qlen: 1,
+      }));
+      for (const workspace of [true, false]) {
+        const { got, want } = await runCase({
+          dtype,
+          seqs,
+          nq: 32,
+          nk: 8,
+          hd: 128,
+          bs: 16,
+          workspace,
+          seed: 5,
+        });
+        assertClose(`decode workspace=${workspace}`, got, want, dtype);
+      }
+    });
+
+    it('decode: contexts to 32k, several query tokens per sequence, MQA with 2 head chunks', async () => {
+      let r = await runCase({
+        dtype,
+        seqs: [
+          { ctx: big(32768, 600), qlen: 1 },
+          { ctx: big(20000, 301), qlen: 1 },
+        ],
+        nq: 32,
+        nk: 4,
+        hd: 128,
+        bs: 16,
+        seed: 6,
+      });
+      assertClose('decode 32k', r.got, r.want, dtype);
+      r = await runCase({
+        dtype,
+        seqs: [{ ctx: big(32768, 500), qlen: 4 }],
+        nq: 16,
+        nk: 8,
+        hd: 64,
+        bs: 16,
+        decode: true,
+        seed: 7,
+      });
+      assertClose('decode 4 tokens at 32k', r.got, r.want, dtype);
+      r = await runCase({
+        dtype,
+        seqs: [
+          { ctx: 900, qlen: 1 },
+          { ctx: 33, qlen: 1 },
+          { ctx: 1, qlen: 1 },
+        ],
+        nq: 32,
+        nk: 1,
+        hd: 128,
+        bs: 8,
+        seed: 8,
+      });
+      assertClose('decode MQA 32 heads', r.got, r.want, dtype);
+    });
+
+    it('generic kernel: head sizes 4, 16, 80 and 256 (prefill and decode)', async () => {
+      for (const [hd, nq, nk] of [
+        [4, 2, 1],
+        [16, 4, 2],
+        [80, 4, 4],
+        [256, 4, 2],
+      ]) {
+        const seqs = [
+          { ctx: big(150, 40), qlen: big(150, 40) },
+          { ctx: 77, qlen: 1 },
+        ];
+        const { got, want } = await runCase({ dtype, seqs, nq, nk, hd, bs: 16, seed: 9 + hd });
+        assertClose(`generic hd ${hd}`, got, want, dtype);
+      }
+    });
+  });
+}
+
+describe('pagedAttention bad metadata on the GPU', () => {
+  it('a sequence longer than its block table or maxSeqLen gives NaN rows and a reported error', async () => {
+    const bs = 16;
+    const q = gpu.tensor('bf16', [2, 64]);
+    const cache = await gpu.upload(
+      'bf16',
+      [4, bs, 1, 64],
+      encode('bf16', new Float32Array(4 * bs * 64).fill(0.5)),
+    );
+    await gpu.write(q, encode('bf16', new Float32Array(128).fill(0.25)));
+    for (const [dec, seqLen] of [
+      [true, 33],
+      [false, 33],
+    ]) {
+      const out = gpu.tensor('bf16', [2, 64]);
+      pagedAttention(gpu.stream, out, q, cache, cache, {
+        blockTables: await gpu.upload('i32', [2, 2], Int32Array.from([0, 1, 2, 3])),
+        seqLens: await gpu.upload('i32', [2], Int32Array.from([1, seqLen])),
+        queryStartLoc: await gpu.upload('i32', [3], Int32Array.from([0, 1, 2])),
+        scale: 0.125,
+        decode: dec,
+      });
+      await assert.rejects(
+        checkKernelErrors(gpu.stream),
+        /seqLens\[1\] = 33 must be in \[query length 1, 32\]/,
+      );
+      const bits = await gpu.read(out);
+      assert.ok(
+        bits.subarray(64).every((b) => b === 0xffff),
+        `decode=${dec}: the bad sequence's row is not NaN`,
+      );
+      assert.ok(
+        Number.isFinite(decode('bf16', bits.subarray(0, 64))[0]),
+        'the good sequence was not computed',
+      );
+    }
+    const out = gpu.tensor('bf16', [1, 64]);
+    pagedAttention(gpu.stream, out, q.slice(0, 0, 1), cache, cache, {
+      blockTables: await gpu.upload('i32', [1, 2], Int32Array.from([0, 9])),
+      seqLens: await gpu.upload('i32', [1], Int32Array.from([20])),
+      queryStartLoc: await gpu.upload('i32', [2], Int32Array.from([0, 1])),
+      scale: 0.125,
+    });
+    await assert.rejects(
+      checkKernelErrors(gpu.stream),
+      /blockTables\[0\]\[1\] = 9 is outside \[0, 4\)/,
+    );
+  });
+});

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# compute-sanitizer memcheck and racecheck over @x/kernels' own kernels, at small sizes
+# (X_GPU_SMALL=1), one process per (tool, check file), run side by side (GEMMs are cuBLASLt's and
+# are left out). Logs: $OUT/sanitize-<tool>-<file>.log.
+#   source .device/activate.sh && bash packages/kernels/test/gpu/sanitize.sh
+set -uo pipefail
+out=${OUT:-gpu-out}
+mkdir -p "$out"
+cs=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
+pids=()
+names=()
+for tool in memcheck racecheck; do
+  for f in elementwise attention sample; do
+    log="$out/sanitize-$tool-$f.log"
+    X_GPU_SMALL=1 timeout "${SANITIZE_TIMEOUT:-300}" "$cs" --tool "$tool" --error-exitcode 99 --print-limit 20 \
+      node "packages/kernels/test/gpu/$f.gpu.mjs" >"$log" 2>&1 &
+    pids+=($!)
+    names+=("$tool $f")
+  done
+done
+status=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}"
+  rc=$?
+  log="$out/sanitize-${names[$i]// /-}.log"
+  summary=$(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY)|^# (pass|fail) ' "$log" | tr '\n' ' ')
+  echo "${names[$i]}: rc=$rc ${summary}"
+  [ "$rc" -eq 0 ] || { status=1; grep -m 8 -E '=========  |not ok|Error' "$log"; }
+done
+exit $status
