@@ -55,8 +55,11 @@ export class Request {
   readonly blockHashes: BlockHash[] = [];
   /** Leading blocks already offered to the prefix cache (KVCacheManager bookkeeping). */
   numBlocksRegistered = 0;
-  /** Step whose sampled token this request waits for, or null. */
-  inFlightStep: number | null = null;
+  /**
+   * Steps handed out whose sampled token this request still waits for, oldest first. With async
+   * scheduling a decode may run one step ahead: its input is the token the step before samples.
+   */
+  readonly inFlightSteps: number[] = [];
   /** How many of tokenIds / blockIds the workers already hold (drives the output diff). */
   numTokensSent = 0;
   numBlocksSent = 0;

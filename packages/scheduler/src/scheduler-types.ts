@@ -25,6 +25,12 @@ export interface SchedulerOptions {
   detokenize?: Detokenize;
   /** Clock for arrival times, ms. Default Date.now. */
   now?: () => number;
+  /**
+   * Schedule a decode one step ahead, before the token it consumes is known (vLLM's async
+   * scheduling): the worker feeds the token it sampled in the previous step. Overlaps scheduling
+   * and output processing of step N with the forward pass of step N+1. Default false.
+   */
+  asyncScheduling?: boolean;
 }
 
 /** A request as the engine submits it. */
@@ -73,7 +79,11 @@ export interface NewRequestData {
 /** A request workers already hold: only what changed since they last saw it. */
 export interface CachedRequestData {
   requestId: string;
-  /** Tokens appended since the previous step that included this request (sampled tokens). */
+  /**
+   * Tokens appended since the previous step that included this request: the tokens the workers
+   * sampled, confirmed by update(). Positions past the known tokens (async scheduling) are the
+   * tokens the worker sampled in the steps before and that are not confirmed yet.
+   */
   newTokenIds: number[];
   /** Blocks appended to the block table. */
   newBlockIds: number[];

@@ -42,6 +42,7 @@ const config = fc.record({
   numBlocks: fc.integer({ min: 12, max: 40 }),
   maxNumBatchedTokens: fc.integer({ min: 4, max: 64 }),
   maxNumSeqs: fc.integer({ min: 1, max: 8 }),
+  asyncScheduling: fc.boolean(),
 });
 
 /** Ref counts must equal how many live requests hold each block. */

@@ -100,6 +100,69 @@ describe('Scheduler: batching', () => {
     expect(s.getRequest('a')!.numOutputTokens).toBe(1);
     runToCompletion(s, w);
   });
+
+  it('async scheduling runs a decode one step ahead on the token still being sampled', () => {
+    const run = (asyncScheduling: boolean) => {
+      const { s, w } = setup({ asyncScheduling });
+      s.addRequest(req('a', prompt(3, 10), 6));
+      s.addRequest(req('b', prompt(4, 7), 3));
+      const tokens = new Map<string, number[]>();
+      const ahead: number[] = [];
+      // Always one step in flight: schedule N+1, then update N (the engine's pipeline).
+      let prev = s.schedule();
+      let prevOut = w.execute(prev);
+      while (s.hasUnfinishedRequests) {
+        const next = s.schedule();
+        const nextOut = next.totalNumScheduledTokens > 0 ? w.execute(next) : null;
+        ahead.push(next.totalNumScheduledTokens);
+        collect(tokens, s.update(prevOut));
+        if (nextOut === null) {
+          prev = s.schedule();
+          if (prev.totalNumScheduledTokens === 0) break;
+          prevOut = w.execute(prev);
+        } else {
+          prev = next;
+          prevOut = nextOut;
+        }
+      }
+      return { tokens, ahead, s };
+    };
+    const sync = run(false);
+    const async_ = run(true);
+    // Same tokens either way; with async scheduling the step after N is never empty.
+    expect(async_.tokens).toEqual(sync.tokens);
+    expect(sync.ahead.filter((n) => n === 0).length).toBeGreaterThan(0);
+    expect(async_.ahead.slice(0, -2).every((n) => n > 0)).toBe(true);
+    expect(async_.tokens.get('a')).toHaveLength(6);
+    expect(async_.tokens.get('b')).toHaveLength(3);
+    expect(async_.s.pool.numFreeBlocks).toBe(async_.s.pool.numBlocks);
+  });
+
+  it('async scheduling does not run past max_tokens; a stop token wastes at most one step', () => {
+    const { s, w } = setup({ asyncScheduling: true, eosTokenIds: [0] });
+    s.addRequest(req('a', prompt(5, 4), 2));
+    const o1 = s.schedule(); // prefill, samples token 1
+    const o2 = s.schedule(); // runs ahead: samples token 2 (the last by max_tokens)
+    expect(o2.cachedRequests[0]).toMatchObject({
+      numScheduledTokens: 1,
+      sample: true,
+      newTokenIds: [],
+    });
+    expect(s.schedule().totalNumScheduledTokens).toBe(0); // token 3 would pass max_tokens
+    s.update(w.execute(o1));
+    const outs = s.update(w.execute(o2));
+    expect(outs[0]).toMatchObject({ finishReason: 'length', numOutputTokens: 2 });
+    // A request stopped by eos while a step ran ahead: that step's token is dropped.
+    s.addRequest(req('b', prompt(6, 4), 10));
+    const p1 = s.schedule();
+    const p2 = s.schedule();
+    const eos = () => 0;
+    s.update(w.execute(p1, eos));
+    expect(s.getRequest('b')).toBeUndefined(); // finished by eos
+    expect(s.update(w.execute(p2))).toEqual([]); // the step ahead is ignored
+    expect(s.schedule().finishedRequestIds).toContain('b');
+    expect(s.pool.numFreeBlocks).toBe(s.pool.numBlocks);
+  });
 });
 
 describe('Scheduler: prefix cache', () => {

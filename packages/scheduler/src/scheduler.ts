@@ -63,6 +63,7 @@ export class Scheduler {
   private readonly detokenize: Detokenize | undefined;
   private readonly now: () => number;
   private readonly policy: 'fcfs' | 'priority';
+  private readonly asyncScheduling: boolean;
 
   constructor(options: SchedulerOptions) {
     this.maxModelLen = positiveInt('maxModelLen', options.maxModelLen);
@@ -94,6 +95,7 @@ export class Scheduler {
     this.eosTokenIds = [...(options.eosTokenIds ?? [])];
     this.detokenize = options.detokenize;
     this.now = options.now ?? Date.now;
+    this.asyncScheduling = options.asyncScheduling ?? false;
   }
 
   /** running | pausing | paused | sleeping. */
@@ -222,8 +224,9 @@ export class Scheduler {
     if (this.pauseState.steps) {
       for (let i = 0; i < this.running.length && budget > 0; ) {
         const r = this.running[i]!;
-        const want = Math.min(r.numTokens - r.numComputedTokens, budget);
-        if (r.inFlightStep !== null || want <= 0) {
+        const pending = r.inFlightSteps.length;
+        const want = Math.min(r.numTokens + pending - r.numComputedTokens, budget);
+        if ((pending > 0 && !this.runsAhead(r)) || want <= 0) {
           i++;
           continue;
         }
@@ -280,7 +283,7 @@ export class Scheduler {
       got.add(s.requestId);
     });
     for (const r of expected) {
-      if (r.inFlightStep === output.stepId && !got.has(r.requestId)) {
+      if (r.inFlightSteps[0] === output.stepId && !got.has(r.requestId)) {
         throw new InvalidArgumentError(
           'output.sampled',
           `a token for every request scheduled with sample=true in step ${output.stepId}`,
@@ -294,8 +297,8 @@ export class Scheduler {
     const outs: RequestOutput[] = [];
     for (const s of sampled) {
       const r = this.requests.get(s.requestId);
-      if (!r || r.inFlightStep !== output.stepId) continue;
-      r.inFlightStep = null;
+      if (!r || r.inFlightSteps[0] !== output.stepId) continue;
+      r.inFlightSteps.shift();
       const token = s.tokenIds[0]!;
       r.tokenIds.push(token);
       const stop = checkStop(r, this.maxModelLen);
@@ -421,8 +424,10 @@ export class Scheduler {
     let total = 0;
     for (const { request: r, numTokens } of scheduled) {
       const computed = r.numComputedTokens;
-      const sample = computed + numTokens >= r.numTokens;
-      const maskStopTokens = sample && r.numOutputTokens < r.sampling.minTokens;
+      // Tokens the workers will know: the confirmed ones plus those still being sampled.
+      const pending = r.inFlightSteps.length;
+      const sample = computed + numTokens >= r.numTokens + pending;
+      const maskStopTokens = sample && r.numOutputTokens + pending < r.sampling.minTokens;
       if (!r.sentToWorkers) {
         newRequests.push({
           requestId: r.requestId,
@@ -457,7 +462,7 @@ export class Scheduler {
       r.numComputedTokens = computed + numTokens;
       total += numTokens;
       if (sample) {
-        r.inFlightStep = stepId;
+        r.inFlightSteps.push(stepId);
         sampling.push(r);
         if (computed < r.numPromptTokens) this.releaseHeld(r.parentRequestId);
       }
@@ -474,6 +479,21 @@ export class Scheduler {
     };
   }
 
+  /**
+   * Async scheduling: may `r`, whose last token is still being sampled, run one step ahead? Only
+   * a decode (everything known is computed) with one token pending, and only if that token cannot
+   * be its last by length (max_tokens, max_model_len) — a stop token may still waste one step.
+   */
+  private runsAhead(r: Request): boolean {
+    return (
+      this.asyncScheduling &&
+      r.inFlightSteps.length === 1 &&
+      r.numComputedTokens === r.numTokens &&
+      r.numOutputTokens + 1 < r.sampling.maxTokens &&
+      r.numTokens + 1 < this.maxModelLen
+    );
+  }
+
   /** Lowest-priority running request: the newest under FCFS, the largest key under priority. */
   private pickVictim(): Request {
     if (this.policy === 'fcfs') return this.running[this.running.length - 1]!;
@@ -486,7 +506,7 @@ export class Scheduler {
   private preempt(r: Request): void {
     this.kv.free(r);
     r.numComputedTokens = 0;
-    r.inFlightStep = null;
+    r.inFlightSteps.length = 0;
     r.status = 'preempted';
     r.numPreemptions++;
     this.preemptions++;
@@ -507,7 +527,7 @@ export class Scheduler {
     r.status = 'finished';
     r.finishReason = reason;
     r.stopReason = stopReason;
-    r.inFlightStep = null;
+    r.inFlightSteps.length = 0;
     this.requests.delete(r.requestId);
     if (r.sentToWorkers) this.finishedIds.push(r.requestId);
     const g = this.groups.get(r.parentRequestId);

@@ -14,7 +14,10 @@ import type {
 const POISON = -1;
 
 interface WorkerRequest {
+  /** Prompt, confirmed output, then tokens this worker sampled that are not confirmed yet. */
   tokens: number[];
+  /** How many of `tokens` the scheduler has confirmed (sent). */
+  confirmed: number;
   blocks: number[];
   computed: number;
   prefix: number[];
@@ -66,8 +69,10 @@ export class FakeWorker {
     for (const id of out.finishedRequestIds) this.reqs.delete(id);
     for (const n of out.newRequests) {
       if (this.reqs.has(n.requestId)) throw new Error(`${n.requestId} sent in full twice`);
+      const tokens = [...n.promptTokenIds, ...n.outputTokenIds];
       this.reqs.set(n.requestId, {
-        tokens: [...n.promptTokenIds, ...n.outputTokenIds],
+        tokens,
+        confirmed: tokens.length,
         blocks: [...n.blockIds],
         computed: n.numComputedTokens,
         prefix: [],
@@ -76,7 +81,15 @@ export class FakeWorker {
     for (const c of out.cachedRequests) {
       const r = this.reqs.get(c.requestId);
       if (!r) throw new Error(`${c.requestId} sent as cached but unknown to the worker`);
-      r.tokens.push(...c.newTokenIds);
+      // The worker appended what it sampled; the diff confirms exactly those tokens, in order.
+      for (const t of c.newTokenIds) {
+        if (r.tokens[r.confirmed] !== t) {
+          throw new Error(
+            `${c.requestId}: confirmed ${t}, worker sampled ${r.tokens[r.confirmed]}`,
+          );
+        }
+        r.confirmed++;
+      }
       r.blocks.push(...c.newBlockIds);
       if (r.computed !== c.numComputedTokens) {
         throw new Error(
@@ -109,6 +122,7 @@ export class FakeWorker {
         const token = sampleToken
           ? sampleToken(d.requestId, r.tokens)
           : this.defaultToken(d.requestId, r);
+        r.tokens.push(token);
         sampled.push({
           requestId: d.requestId,
           tokenIds: [token],
