@@ -48,6 +48,11 @@ export interface EngineCoreOptions {
   syncTimeoutMs?: number;
   /** Steps handed to the executor before the oldest is awaited (overlap). Default 2. */
   maxStepsInFlight?: number;
+  /**
+   * Schedule each decode one step ahead on the token still being sampled, so step N's update
+   * and output processing overlap step N+1's forward pass (Scheduler asyncScheduling). Default true.
+   */
+  asyncScheduling?: boolean;
 }
 
 /** Options of EngineCore.sleep. */
@@ -109,6 +114,7 @@ export class EngineCore {
       policy: o.policy ?? 'fcfs',
       eosTokenIds: o.eosTokenIds,
       detokenize: (ids) => o.decoder.decode(ids, true),
+      asyncScheduling: o.asyncScheduling ?? true,
     });
     this.#quiesced = new ConditionWaiters(
       () => this.scheduler.isPaused && this.#inflight.length === 0,

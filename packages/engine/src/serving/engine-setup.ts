@@ -31,6 +31,8 @@ export interface EngineConfig {
   /** Discarded memory reads as NaN bytes after wake (debug; X_CUMEM_POISON=1). */
   poison?: boolean;
   drainTimeoutMs?: number;
+  /** Run each decode one step ahead (see EngineCoreOptions.asyncScheduling). Default true. */
+  asyncScheduling?: boolean;
 }
 
 /** On the CPU the KV cache is capped like vLLM's VLLM_CPU_KVCACHE_SPACE default (bytes). */
@@ -155,6 +157,7 @@ export async function createEngine(
       ...(config.policy === undefined ? {} : { policy: config.policy }),
       ...(config.seed === undefined ? {} : { seed: config.seed }),
       ...(config.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: config.drainTimeoutMs }),
+      ...(config.asyncScheduling === undefined ? {} : { asyncScheduling: config.asyncScheduling }),
       ...hooks,
     });
     const mem = executor.memory();

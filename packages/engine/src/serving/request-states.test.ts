@@ -1,6 +1,6 @@
 import type { SchedulerOutput } from '@x/scheduler';
 import { describe, expect, it } from 'vitest';
-import { RequestStates } from './request-states.js';
+import { RequestStates, sequenceStep } from './request-states.js';
 import type { SamplerParams } from './sampling-params.js';
 
 const data: SamplerParams = {
@@ -47,7 +47,7 @@ describe('RequestStates (a worker applying the scheduler diff)', () => {
   it('builds each step from the state: new requests in full, then only new tokens and blocks', () => {
     const s = new RequestStates();
     const [r1] = s.apply(step({ newRequests: [newReq] }));
-    expect(r1!.step).toEqual({ tokens: [12, 13, 14], blockTable: [7], contextLength: 5 });
+    expect(sequenceStep(r1!)).toEqual({ tokens: [12, 13, 14], blockTable: [7], contextLength: 5 });
     const [r2] = s.apply(
       step({
         cachedRequests: [
@@ -63,8 +63,30 @@ describe('RequestStates (a worker applying the scheduler diff)', () => {
         ],
       }),
     );
-    expect(r2!.step).toEqual({ tokens: [99], blockTable: [7], contextLength: 6 });
+    expect(sequenceStep(r2!)).toEqual({ tokens: [99], blockTable: [7], contextLength: 6 });
     expect(r2!.state.outputTokenIds).toEqual([99]);
+    // Async scheduling: the next step runs on the token this worker sampled, not yet confirmed.
+    s.recordSampled(r2!.state, 77);
+    const ahead = (confirm: number[], computed: number) =>
+      s.apply(
+        step({
+          cachedRequests: [
+            {
+              requestId: 'a',
+              newTokenIds: confirm,
+              newBlockIds: [],
+              numComputedTokens: computed,
+              numScheduledTokens: 1,
+              sample: true,
+              maskStopTokens: false,
+            },
+          ],
+        }),
+      )[0]!;
+    expect(sequenceStep(ahead([], 6)).tokens).toEqual([77]);
+    s.recordSampled(r2!.state, 78);
+    expect(sequenceStep(ahead([77], 7)).tokens).toEqual([78]); // 77 confirmed later
+    expect(() => ahead([79], 8)).toThrow(/confirms token 79 .* sampled 78/);
     s.apply(step({ finishedRequestIds: ['a'] }));
     expect(s.size).toBe(0);
   });
@@ -84,7 +106,7 @@ describe('RequestStates (a worker applying the scheduler diff)', () => {
         ],
       }),
     );
-    expect(r!.step.tokens).toEqual([10, 11, 12, 13, 14, 50, 51]);
+    expect(sequenceStep(r!).tokens).toEqual([10, 11, 12, 13, 14, 50, 51]);
     expect(() =>
       s.apply(
         step({

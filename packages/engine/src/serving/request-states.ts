@@ -9,8 +9,13 @@ export interface RequestState {
   /** Completion index among the parent's n (seeded draws use seed + index). */
   readonly index: number;
   readonly promptTokenIds: readonly number[];
-  /** Output tokens known to this worker (from the diff's newTokenIds). */
+  /**
+   * Output tokens this worker knows: the ones the scheduler confirmed, then the ones it sampled
+   * itself that are not confirmed yet (async scheduling runs a step on those).
+   */
   readonly outputTokenIds: number[];
+  /** How many of outputTokenIds the scheduler has confirmed. */
+  numConfirmed: number;
   readonly blockIds: number[];
   /** Tokens whose KV is computed after the current step's tokens are computed. */
   numComputedTokens: number;
@@ -20,12 +25,34 @@ export interface RequestState {
   readonly logprobs: number | null;
 }
 
-/** One request's part of a step, in batch order. */
+/** One request's part of a step, in batch order: tokens [start, start + count) of the sequence. */
 export interface ScheduledRow {
   state: RequestState;
-  step: SequenceStep;
+  start: number;
+  count: number;
   sample: boolean;
   maskStopTokens: boolean;
+}
+
+/**
+ * The runner's input for a row, built when the step runs (not when it is scheduled): a position
+ * past the confirmed tokens holds the token this worker sampled in an earlier step.
+ */
+export function sequenceStep(row: ScheduledRow): SequenceStep {
+  const { state, start, count } = row;
+  const prompt = state.promptTokenIds;
+  const tokens: number[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const p = start + i;
+    const t = p < prompt.length ? prompt[p] : state.outputTokenIds[p - prompt.length];
+    if (t === undefined) {
+      throw new InternalError(
+        `worker: ${state.requestId} has no token at position ${p} (knows ${prompt.length + state.outputTokenIds.length})`,
+      );
+    }
+    tokens[i] = t;
+  }
+  return { tokens, blockTable: [...state.blockIds], contextLength: start + count };
 }
 
 /**
@@ -62,6 +89,7 @@ export class RequestStates {
         index: n.index,
         promptTokenIds: n.promptTokenIds,
         outputTokenIds: [...n.outputTokenIds],
+        numConfirmed: n.outputTokenIds.length,
         blockIds: [...n.blockIds],
         numComputedTokens: n.numComputedTokens,
         sampler,
@@ -77,11 +105,28 @@ export class RequestStates {
       if (state === undefined) {
         throw new InternalError(`worker: step ${step.stepId} continues unknown ${c.requestId}`);
       }
-      for (const t of c.newTokenIds) state.outputTokenIds.push(t);
+      for (const t of c.newTokenIds) this.#confirm(state, t, step.stepId);
       for (const b of c.newBlockIds) state.blockIds.push(b);
       rows.push(this.#row(state, c.numComputedTokens, c.numScheduledTokens, c));
     }
     return rows;
+  }
+
+  /** Records a token this worker sampled (the scheduler confirms it in a later diff). */
+  recordSampled(state: RequestState, token: number): void {
+    state.outputTokenIds.push(token);
+  }
+
+  #confirm(state: RequestState, token: number, stepId: number): void {
+    const at = state.numConfirmed;
+    if (at === state.outputTokenIds.length) {
+      state.outputTokenIds.push(token); // sampled elsewhere (another rank)
+    } else if (state.outputTokenIds[at] !== token) {
+      throw new InternalError(
+        `worker: step ${stepId} confirms token ${token} of ${state.requestId} at output ${at}, but this worker sampled ${state.outputTokenIds[at]}`,
+      );
+    }
+    state.numConfirmed = at + 1;
   }
 
   #row(
@@ -90,23 +135,11 @@ export class RequestStates {
     scheduled: number,
     d: { sample: boolean; maskStopTokens: boolean },
   ): ScheduledRow {
-    const end = computed + scheduled;
-    const prompt = state.promptTokenIds;
-    const tokens: number[] = new Array(scheduled);
-    for (let i = 0; i < scheduled; i++) {
-      const p = computed + i;
-      const t = p < prompt.length ? prompt[p] : state.outputTokenIds[p - prompt.length];
-      if (t === undefined) {
-        throw new InternalError(
-          `worker: ${state.requestId} has no token at position ${p} (knows ${prompt.length + state.outputTokenIds.length})`,
-        );
-      }
-      tokens[i] = t;
-    }
-    state.numComputedTokens = end;
+    state.numComputedTokens = computed + scheduled;
     return {
       state,
-      step: { tokens, blockTable: state.blockIds, contextLength: end },
+      start: computed,
+      count: scheduled,
       sample: d.sample,
       maskStopTokens: d.maskStopTokens,
     };

@@ -4,7 +4,7 @@ import type { ModelOutput, SchedulerOutput } from '@x/scheduler';
 import type { ModelConfig } from '../config.js';
 import { ModelRunner } from '../model-runner.js';
 import type { WeightStore } from '../weights.js';
-import { RequestStates } from './request-states.js';
+import { RequestStates, sequenceStep } from './request-states.js';
 import { Sampler } from './sampler.js';
 import { reloadWeightsInPlace } from './weight-reload.js';
 
@@ -75,24 +75,25 @@ export class Worker {
     }
   }
 
-  /** Applies the step's diff now and runs it after the steps before it. */
+  /**
+   * Applies the step's diff now; runs the step after the steps before it, building its input
+   * then (a decode scheduled one step ahead reads the token the previous step sampled).
+   */
   execute(step: SchedulerOutput): Promise<ModelOutput> {
     const rows = this.states.apply(step);
-    if (step.totalNumScheduledTokens === 0 || rows.length === 0) {
-      const done = this.#chain.then(() => ({ stepId: step.stepId, sampled: [] }));
-      this.#chain = done.catch(() => undefined);
-      return done;
-    }
-    // Block tables are copied: the next step's diff appends to the live arrays.
-    const batch = rows.map((r) => ({ ...r.step, blockTable: [...r.step.blockTable] }));
-    const forward = this.runner.execute(batch, { timeoutMs: this.#timeoutMs });
     const done = this.#chain.then(async () => {
-      const { logits } = await forward;
+      if (step.totalNumScheduledTokens === 0 || rows.length === 0) {
+        return { stepId: step.stepId, sampled: [] };
+      }
+      const { logits } = await this.runner.execute(rows.map(sequenceStep), {
+        timeoutMs: this.#timeoutMs,
+      });
       const sampled = await this.sampler.sample(rows, logits, this.#timeoutMs);
+      const byId = new Map(rows.map((r) => [r.state.requestId, r.state]));
+      for (const s of sampled) this.states.recordSampled(byId.get(s.requestId)!, s.tokenIds[0]!);
       return { stepId: step.stepId, sampled };
     });
     // Keep the chain alive after a failure; the caller sees the rejection of `done`.
-    forward.catch(() => undefined);
     this.#chain = done.catch(() => undefined);
     return done;
   }
