@@ -43,7 +43,8 @@ constexpr int CU_STREAM_CAPTURE_STATUS_NONE = 0;
 constexpr int CU_STREAM_CAPTURE_STATUS_ACTIVE = 1;
 constexpr int CU_STREAM_CAPTURE_STATUS_INVALIDATED = 2;
 
-// CUfunction_attribute: raise a kernel's dynamic shared memory above 48 KiB.
+// CUfunction_attribute: a kernel's static shared memory; raising its dynamic limit above 48 KiB.
+constexpr int CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1;
 constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
 constexpr unsigned CU_STREAM_NON_BLOCKING = 0x1;
@@ -156,6 +157,7 @@ struct Driver {
   CUresult (*cuGraphDestroy)(CUgraph);
   CUresult (*cuGraphGetNodes)(CUgraph, CUgraphNode*, size_t*);
   CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
+  CUresult (*cuFuncGetAttribute)(int*, int, CUfunction);
 };
 
 // The result of opening the driver once per process: either a usable table or the reason why not.
@@ -265,6 +267,7 @@ inline const DriverLoad& load_driver() {
     resolve(lib, d.cuGraphDestroy, "cuGraphDestroy");
     resolve(lib, d.cuGraphGetNodes, "cuGraphGetNodes");
     resolve(lib, d.cuFuncSetAttribute, "cuFuncSetAttribute");
+    resolve(lib, d.cuFuncGetAttribute, "cuFuncGetAttribute");
     if (!ok) {
       load.why = std::string("the NVIDIA driver in ") + load.library +
                  " lacks entry points x needs (driver too old?)";

@@ -134,9 +134,18 @@ Status DeviceRuntime::init(int device) {
       if (d_->cuFuncSetAttribute == nullptr) {
         return Status::Error(Code::kNoDevice, "this NVIDIA driver lacks cuFuncSetAttribute");
       }
-      X_RETURN_IF_ERROR(cuda_status(
-          d_->cuFuncSetAttribute(fns_[name], cuda::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, max_smem_optin_),
-          "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"));
+      // The opt-in limit covers static and dynamic shared memory together.
+      int static_bytes = 0;
+      if (d_->cuFuncGetAttribute != nullptr) {
+        X_CUDA_CHECK(d_->cuFuncGetAttribute(&static_bytes, cuda::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, fns_[name]));
+      }
+      Status st = cuda_status(d_->cuFuncSetAttribute(fns_[name], cuda::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                     max_smem_optin_ - static_bytes),
+                              "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+      if (!st.ok()) {
+        st.message += std::string(" (") + name + ", " + std::to_string(max_smem_optin_ - static_bytes) + " bytes)";
+        return st;
+      }
     }
   }
   // The error word: device memory the kernels write with atomics, and a pinned host slot it is

@@ -123,6 +123,23 @@ function report(row) {
   );
 }
 const verdict = (ratio, target) => (ratio >= target ? 'PASS' : 'MISS');
+/** Runs one bench section; a failure is reported and the next section still runs. */
+async function section(name, fn) {
+  try {
+    await fn();
+  } catch (e) {
+    console.log(
+      `# ${name} failed: ${String(e?.stack ?? e)
+        .split('\n')
+        .slice(0, 3)
+        .join(' | ')}`,
+    );
+    rows.push({ kernel: name, error: String(e?.message ?? e) });
+    try {
+      freeAll();
+    } catch {}
+  }
+}
 
 console.log(`# @x/kernels GPU bench on ${gpuName}, ${new Date().toISOString()}`);
 console.log('| kernel | shape | µs | rate | floor | ratio | target | |');
@@ -161,7 +178,7 @@ function memBound(kernel, shape, bytes, ms, target = 0.8) {
 }
 
 // ---- row kernels (Llama-3.1-8B widths) ----
-{
+await section('rmsNorm', async () => {
   const [t, h] = [32768, 4096];
   const x = randomize(tensor('bf16', [t, h]));
   const res = randomize(tensor('bf16', [t, h]));
@@ -180,8 +197,8 @@ function memBound(kernel, shape, bytes, ms, target = 0.8) {
     timeIt(() => rmsNorm(s, out, x, w, { eps: 1e-5 })),
   );
   freeAll();
-}
-{
+});
+await section('rotary', async () => {
   const [t, nq, nk, hd] = [32768, 32, 8, 128];
   const cs = await upload(
     'f32',
@@ -225,8 +242,8 @@ function memBound(kernel, shape, bytes, ms, target = 0.8) {
     timeIt(() => reshapeAndCache(s, k, v, kc, vc, slots)),
   );
   freeAll();
-}
-{
+});
+await section('silu/embedding', async () => {
   const [t, i] = [16384, 14336];
   const x = randomize(tensor('bf16', [t, 2 * i]));
   const out = tensor('bf16', [t, i]);
@@ -251,7 +268,7 @@ function memBound(kernel, shape, bytes, ms, target = 0.8) {
     timeIt(() => embedding(s, eo, table, ids)),
   );
   freeAll();
-}
+});
 
 // ---- decode attention ----
 async function decodeCase(batch, ctx, { nq = 32, nk = 8, hd = 128, bs = 16, target = 0.8 } = {}) {
@@ -295,10 +312,10 @@ async function decodeCase(batch, ctx, { nq = 32, nk = 8, hd = 128, bs = 16, targ
   );
   freeAll();
 }
-await decodeCase(64, 2048);
-await decodeCase(256, 2048);
-await decodeCase(8, 32768);
-await decodeCase(1, 4096, { target: 0 });
+await section('decode 64x2k', () => decodeCase(64, 2048));
+await section('decode 256x2k', () => decodeCase(256, 2048));
+await section('decode 8x32k', () => decodeCase(8, 32768));
+await section('decode 1x4k', () => decodeCase(1, 4096, { target: 0 }));
 
 // ---- GEMMs: tensor-core ceiling, then Llama-3.1-8B shapes vs torch.matmul ----
 const gemmWs = tensor('u8', [MATMUL_WORKSPACE_BYTES], 'meta');
@@ -318,7 +335,12 @@ function gemmTime(m, n, k, copies) {
   }
   return ms;
 }
-const peakMs = gemmTime(8192, 8192, 8192, 1);
+let peakMs = Number.NaN;
+try {
+  peakMs = gemmTime(8192, 8192, 8192, 1);
+} catch (e) {
+  console.log(`# matmul 8192³ failed: ${String(e?.message ?? e)}`);
+}
 const peak = (2 * 8192 ** 3) / (peakMs * 1e-3) / 1e12;
 report({
   kernel: 'matmul (tensor-core ceiling)',
@@ -354,7 +376,13 @@ try {
   console.log(`# torch side failed: ${String(e.message ?? e).split('\n')[0]}`);
 }
 for (const x of shapes) {
-  const ms = gemmTime(x.m, x.n, x.k, x.copies);
+  let ms;
+  try {
+    ms = gemmTime(x.m, x.n, x.k, x.copies);
+  } catch (e) {
+    console.log(`# matmul ${x.name} M ${x.m} failed: ${String(e?.message ?? e)}`);
+    continue;
+  }
   const tms = torch?.ms[`${x.m},${x.n},${x.k}`];
   const ratio = tms === undefined ? undefined : tms / ms;
   const floorUs =
@@ -414,11 +442,11 @@ async function prefillCase(seqs, len, { nq = 32, nk = 8, hd = 128, bs = 16 } = {
   });
   freeAll();
 }
-await prefillCase(4, 1024);
-await prefillCase(1, 8192);
+await section('prefill 4x1024', () => prefillCase(4, 1024));
+await section('prefill 1x8192', () => prefillCase(1, 8192));
 
 // ---- sampling ----
-{
+await section('sample', async () => {
   const [b, v] = [64, 128256];
   const logits = tensor('f32', [b, v]);
   const h = HostBuffer.alloc(b * v * 4, { device: DEV });
@@ -461,7 +489,7 @@ await prefillCase(1, 8192);
   }
   h.dispose();
   freeAll();
-}
+});
 
 if (process.env.OUT) {
   const file = join(process.env.OUT, 'bench-kernels.json');

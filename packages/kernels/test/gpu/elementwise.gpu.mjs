@@ -241,7 +241,7 @@ for (const dtype of ['bf16', 'f16']) {
         const width = nk * hd;
         const k = encode(dtype, randomF32(t * width, rand));
         const v = encode(dtype, randomF32(t * width, rand));
-        const slots = BigInt64Array.from([0, 5, -1, 11, 2, -1, 7, 1, 10]);
+        const slots = BigInt64Array.from([0, 5, -1, 11, 2, -1, 7, 1, 10], BigInt);
         const kc = gpu.tensor(dtype, [blocks, bs, nk, hd]);
         const vc = gpu.tensor(dtype, [blocks, bs, nk, hd]);
         reshapeAndCache(
