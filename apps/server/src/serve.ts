@@ -3,8 +3,8 @@ import { basename } from 'node:path';
 import { InvalidArgumentError } from '@x/core';
 import {
   ChatTemplate,
-  type EngineConfig,
   EngineClient,
+  type EngineConfig,
   formatBytes,
   loadGenerationDefaults,
   resolveModelDir,

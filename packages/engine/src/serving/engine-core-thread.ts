@@ -2,7 +2,7 @@
 // model, the executor and the EngineCore; the main thread (HTTP) only sends requests and admin
 // calls and receives outputs, so a long step never stalls the event loop that serves HTTP.
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { type Engine, createEngine } from './engine-setup.js';
+import { createEngine, type Engine } from './engine-setup.js';
 import {
   type EngineCall,
   type EngineThreadData,

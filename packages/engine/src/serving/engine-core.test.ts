@@ -6,8 +6,8 @@ import { loadModel } from '../load-model.js';
 import { EngineCore } from './engine-core.js';
 import type { Executor } from './executor.js';
 import { InProcessExecutor } from './in-process-executor.js';
-import { TextDecoder } from './text-decoder.js';
 import { LLAMA, promptIds, referenceGreedy, startTestEngine, type TestEngine } from './testing.js';
+import { TextDecoder } from './text-decoder.js';
 
 let engine: TestEngine | undefined;
 afterEach(async () => {
