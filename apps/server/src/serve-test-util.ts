@@ -23,31 +23,26 @@ export interface Served {
   stop(): Promise<number | null>;
 }
 
-/** Starts `x serve <args>` with the fixture model; resolves once it listens. */
+/**
+ * Starts `x serve <args>` (with the fixture model, a 512-token context and its chat template
+ * unless `builtIn`); resolves once it listens.
+ */
 export async function startServe(
   args: string[] = [],
   env: Record<string, string> = {},
+  builtIn = false,
 ): Promise<Served> {
+  const fixture = builtIn
+    ? []
+    : ['--model', LLAMA, '--max-model-len', '512', '--num-gpu-blocks-override', '512'];
+  const named = builtIn ? [] : ['--served-model-name', 'tiny', '--chat-template', CHAT_TEMPLATE];
   const proc = spawn(
     process.execPath,
-    [
-      CLI,
-      'serve',
-      '--model',
-      LLAMA,
-      '--port',
-      '0',
-      '--max-model-len',
-      '512',
-      '--num-gpu-blocks-override',
-      '512',
-      '--served-model-name',
-      'tiny',
-      '--chat-template',
-      CHAT_TEMPLATE,
-      ...args,
-    ],
-    { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+    [CLI, 'serve', ...fixture, '--port', '0', ...named, ...args],
+    {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
   );
   live.add(proc);
   let log = '';

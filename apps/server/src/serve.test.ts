@@ -305,3 +305,24 @@ describe('x serve with the openai client', () => {
     expect(log).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+/);
   });
 });
+
+describe('x serve without --model', () => {
+  it('serves the built-in model, chat template included', async () => {
+    const builtIn = await startServe(['--num-gpu-blocks-override', '256'], {}, true);
+    try {
+      const c = new OpenAI({ baseURL: `${builtIn.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const models = await c.models.list();
+      expect(models.data[0]!.id).toBe('default');
+      const r = await c.chat.completions.create({
+        model: 'default',
+        messages: chat('In the beginning'),
+        max_tokens: 8,
+        temperature: 0,
+      });
+      expect(r.usage!.completion_tokens).toBeGreaterThan(0);
+      expect(typeof r.choices[0]!.message.content).toBe('string');
+    } finally {
+      expect(await builtIn.stop()).toBe(0);
+    }
+  });
+});
