@@ -75,6 +75,9 @@ export {
   weightSpecs,
 } from './weight-specs.js';
 export { type LoadWeightsOptions, loadWeights, WeightStore } from './weights.js';
+
+// Serving: the engine core, its executor and the thread the frontend talks to (src/serving).
+
 export {
   CompletionStream,
   EngineClient,
@@ -86,9 +89,9 @@ export {
   type EngineSleepOptions,
 } from './serving/engine-core.js';
 export {
+  createEngine,
   type Engine,
   type EngineConfig,
-  createEngine,
   kvBytesPerBlock,
 } from './serving/engine-setup.js';
 export {
