@@ -60,9 +60,24 @@ __device__ __forceinline__ uint32_t tile_off(int r, int c) {
 
 // Loads keys [key0, key0 + ROWS) of kv head g into K and V tiles through the block table; keys at
 // or past `kend` (and keys behind a bad block id, which is reported) become zero rows.
+// Block-table lookups of one block's keys: from a shared-memory copy of the columns it covers
+// (`cached` entries starting at column `col0`, bad ids already reported and stored as -1), else
+// from global memory. Division by the block size is a shift when it is a power of two.
+struct TableView {
+  const int32_t* table;  // this sequence's row of the global block table
+  const int32_t* cached;  // shared copy or null
+  int col0, n_cached, shift, mask;
+};
+
+__device__ __forceinline__ TableView make_table_view(const AttnArgs& a, const int32_t* table) {
+  const int bs = a.block_size;
+  const bool pow2 = (bs & (bs - 1)) == 0;
+  return {table, nullptr, 0, 0, pow2 ? __ffs(bs) - 1 : -1, bs - 1};
+}
+
 template <typename T, int HD, int ROWS, int NT>
 __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, const AttnArgs& a,
-                                             const int32_t* table, int seq, int key0, int kend, int g) {
+                                             const TableView& tv, int seq, int key0, int kend, int g) {
   constexpr int CH = HD / 8;
   static_assert((ROWS * CH) % NT == 0, "tile chunks must divide among the threads");
   const T* kc = reinterpret_cast<const T*>(a.k_cache);
@@ -75,14 +90,15 @@ __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, c
     bool valid = key < kend;
     int64_t off = 0;
     if (valid) {
-      const int col = key / a.block_size;
-      const int blk = table[col];
+      const int col = tv.shift >= 0 ? key >> tv.shift : key / a.block_size;
+      const int within = tv.shift >= 0 ? key & tv.mask : key % a.block_size;
+      const bool hit = tv.cached != nullptr && col >= tv.col0 && col < tv.col0 + tv.n_cached;
+      const int blk = hit ? tv.cached[col - tv.col0] : tv.table[col];
       if (blk < 0 || blk >= a.num_blocks) {
-        report(a.err, kErrBlockId, seq, blk, a.num_blocks, col);
+        if (!hit) report(a.err, kErrBlockId, seq, blk, a.num_blocks, col);
         valid = false;
       } else {
-        off = ((static_cast<int64_t>(blk) * a.block_size + key % a.block_size) * a.num_kv_heads + g) *
-                  HD + c * 8;
+        off = ((static_cast<int64_t>(blk) * a.block_size + within) * a.num_kv_heads + g) * HD + c * 8;
       }
     }
     const uint32_t o = tile_off<HD>(r, c);
@@ -187,8 +203,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT8][4], float (&m)[2], 
   }
 }
 
-// The sequence owning query token t: the largest b with qsl[b] <= t.
+// The sequence owning query token t: the largest b with qsl[b] <= t. A pure decode batch (one
+// token per sequence, qsl = 0, 1, 2, ...) is recognized with two independent loads instead of a
+// chain of dependent ones.
 __device__ __forceinline__ int seq_of_token(const int32_t* qsl, int num_seqs, int t) {
+  if (t < num_seqs && qsl[t] == t && qsl[t + 1] == t + 1) return t;
   int lo = 0, hi = num_seqs - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;

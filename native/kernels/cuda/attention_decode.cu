@@ -16,6 +16,7 @@ namespace xk {
 namespace {
 
 constexpr int kBN = 64, kThreads = 128, kStages = 3;
+constexpr int kTableCache = 1024;  // block-table columns a decode block keeps in shared memory
 
 struct TokenCtx {
   int seq, kend;  // keys [0, kend) are visible to the token; kend < 0: bad metadata (reported)
@@ -76,8 +77,27 @@ __device__ void decode_impl(const AttnArgs& a) {
     }
     return;
   }
-  const int32_t* table = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(ctx.seq) * a.max_blocks;
+  const int32_t* row = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(ctx.seq) * a.max_blocks;
   const int n_tiles = (k_stop - k_begin + kBN - 1) / kBN;
+  // The block-table columns of this split, copied to shared memory once (checked once), so the
+  // loads that feed the cp.async ring do not wait on the table.
+  __shared__ int32_t s_table[kTableCache];
+  TableView table = make_table_view(a, row);
+  {
+    const int c0 = k_begin / a.block_size, c1 = (k_stop - 1) / a.block_size + 1;
+    if (c1 - c0 <= kTableCache) {
+      for (int c = threadIdx.x; c < c1 - c0; c += kThreads) {
+        const int blk = row[c0 + c];
+        const bool bad = blk < 0 || blk >= a.num_blocks;
+        if (bad) report(a.err, kErrBlockId, ctx.seq, blk, a.num_blocks, c0 + c);
+        s_table[c] = bad ? -1 : blk;
+      }
+      table.cached = s_table;
+      table.col0 = c0;
+      table.n_cached = c1 - c0;
+    }
+  }
+  __syncthreads();
 
   const uint32_t q_tile = smem_u32(smem);
   const uint32_t kv0 = q_tile + 16 * HD * 2;  // stage s: K at kv0 + 2s·TILE, V right after

@@ -80,7 +80,8 @@ __device__ void prefill_impl(const AttnArgs& a) {
   const int pos_first = seq_len - qlen + row0;  // position of the tile's row 0
   const int kend = pos_first + valid_rows;      // keys [0, kend) cover the tile's last row
   const int n_tiles = (kend + kBN - 1) / kBN;
-  const int32_t* table = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(b) * a.max_blocks;
+  const TableView table = make_table_view(
+      a, reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(b) * a.max_blocks);
 
   const uint32_t q_tile = smem_u32(smem);
   const uint32_t kv0 = q_tile + kBM * HD * 2;  // stage s: K at kv0 + 2s·TILE, V right after

@@ -1,6 +1,7 @@
 #include "ops.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace x::kernels::gpu {
 namespace {
@@ -95,14 +96,26 @@ AttnPlan plan_attention(const DeviceRuntime& rt, const xk::AttnArgs& a, int64_t 
   }
   if (static_cast<int>(decode_smem(a.head_dim)) > smem_max) return p;
   p.kind = AttnPlan::kDecode;
-  // Split the context when the batch alone gives too few blocks for the GPU (two resident per SM).
+  // Split the context when the batch alone gives too few blocks for the GPU: at least two waves of
+  // resident blocks (two per SM), and a split count whose last wave is nearly full (a wave that is
+  // 20% full costs as long as a full one). Splits shorter than 256 keys are not worth their merge.
   const int group = a.num_heads / a.num_kv_heads;
   const int64_t blocks = static_cast<int64_t>(a.tokens) * a.num_kv_heads * ((group + 15) / 16);
-  const int64_t target = int64_t{4} * rt.multiprocessors();
+  const int64_t resident = int64_t{2} * rt.multiprocessors();
   const int64_t cap = int64_t{a.max_blocks} * a.block_size;
   const int64_t ctx = std::max<int64_t>(1, max_ctx > 0 ? std::min(max_ctx, cap) : cap);
-  int splits = static_cast<int>(std::min<int64_t>({(target + blocks - 1) / blocks, (ctx + 255) / 256, 64}));
-  splits = std::max(1, splits);
+  const int64_t most = std::min<int64_t>((ctx + 255) / 256, 64);
+  int splits = static_cast<int>(std::clamp<int64_t>((2 * resident + blocks - 1) / blocks, 1, std::max<int64_t>(1, most)));
+  auto fullness = [&](int64_t s) {
+    const double waves = static_cast<double>(blocks * s) / static_cast<double>(resident);
+    return waves / std::ceil(waves);
+  };
+  for (int64_t s = splits; s <= most; s++) {
+    if (fullness(s) >= 0.95) {
+      splits = static_cast<int>(s);
+      break;
+    }
+  }
   while (splits > 1 && partial_bytes(a, splits) > workspace_bytes) splits--;
   if (splits > 1) {
     p.split_len = static_cast<int>(((ctx + splits - 1) / splits + kKeyTile - 1) / kKeyTile * kKeyTile);
@@ -164,8 +177,8 @@ std::string describe_error(const xk::ErrorWord& e) {
       return "rotaryEmbedding: positions[" + n(e.index) + "] = " + n(e.value) + " is outside the cos/sin cache [0, " +
              n(e.limit) + ") (the token was left unrotated)";
     case xk::kErrSlot:
-      return "reshapeAndCache: slotMapping[" + n(e.index) + "] = " + n(e.value) + " is outside [-1, " + n(e.limit) +
-             ") (the token was not cached)";
+      return "reshapeAndCache (or rotaryEmbedding's cache write): slotMapping[" + n(e.index) + "] = " + n(e.value) +
+             " is outside [-1, " + n(e.limit) + ") (the token was not cached)";
     case xk::kErrQueryStartLoc:
       return "pagedAttention: queryStartLoc[" + n(e.index) + "] = " + n(e.value) +
              " is inconsistent (it must start at 0, never decrease and end at " + n(e.limit) + ")";

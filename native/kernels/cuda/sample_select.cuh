@@ -129,6 +129,7 @@ __device__ Sel select_desc(SampleShared& sh, int n_elems, float ref, unsigned lo
       sh.hc[i] = 0;
     }
     __syncthreads();
+#pragma unroll 4
     for (int i = tid; i < n_elems; i += blockDim.x) {
       float v;
       unsigned long long w;

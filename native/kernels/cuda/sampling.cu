@@ -110,11 +110,29 @@ __device__ void sample_impl(const SampleArgs& a) {
   float* work = reinterpret_cast<float*>(a.work) + static_cast<int64_t>(row) * V * 2;
   uint32_t* counts = reinterpret_cast<uint32_t*>(work + V);
 
-  // 1. The processed copy, and the raw row's max and sum of exp (online per thread).
-  float rmax = -INFINITY, rsum = 0.0f;
+  // 1. The raw row's max and sum of exp (online per thread) and, in the same pass, the processed
+  // row: rows without suppression, bias or penalties go straight to greedy (argmax of the raw
+  // row) or to logits / temperature; the others are copied, modified, then divided.
+  const bool greedy = p.temperature < 1e-5f;
+  const bool mods = p.suppress_n > 0 || p.bias_n > 0 || p.repetition != 1.0f || p.presence != 0.0f ||
+                    p.frequency != 0.0f;
+  float rmax = -INFINITY, rsum = 0.0f, mx = -INFINITY, bv = -INFINITY;
+  int bi = INT_MAX;
+#pragma unroll 4
   for (int i = tid; i < V; i += nt) {
-    const float x = to_f(raw[i]);
-    work[i] = x;
+    const float x = to_f(__ldg(raw + i));
+    if (mods) {
+      work[i] = x;
+    } else if (greedy) {
+      if (x > bv) {
+        bv = x;
+        bi = i;
+      }
+    } else {
+      const float v = x / p.temperature;
+      work[i] = v;
+      mx = fmaxf(mx, v);
+    }
     if (x == -INFINITY) continue;
     if (x > rmax) {
       rsum = rsum * expf(rmax - x) + 1.0f;
@@ -127,26 +145,30 @@ __device__ void sample_impl(const SampleArgs& a) {
   const float raw_sum = block_sum(rmax == -INFINITY ? 0.0f : rsum * expf(rmax - raw_max), sh.fred);
   const double lse = static_cast<double>(raw_max) + log(static_cast<double>(raw_sum));
   __syncthreads();
-  apply_modifications(p, a, work, counts);
+  if (mods) apply_modifications(p, a, work, counts);
 
   // 2. Choose.
   int token = 0;
-  if (p.temperature < 1e-5f) {
-    float bv = -INFINITY;
-    int bi = INT_MAX;
-    for (int i = tid; i < V; i += nt) {
-      if (work[i] > bv) {
-        bv = work[i];
-        bi = i;
+  if (greedy) {
+    if (mods) {
+#pragma unroll 4
+      for (int i = tid; i < V; i += nt) {
+        const float v = work[i];
+        if (v > bv) {
+          bv = v;
+          bi = i;
+        }
       }
     }
     token = block_argmax(bv, bi, sh);
   } else {
-    float mx = -INFINITY;
-    for (int i = tid; i < V; i += nt) {
-      const float v = work[i] / p.temperature;
-      work[i] = v;
-      mx = fmaxf(mx, v);
+    if (mods) {
+#pragma unroll 4
+      for (int i = tid; i < V; i += nt) {
+        const float v = work[i] / p.temperature;
+        work[i] = v;
+        mx = fmaxf(mx, v);
+      }
     }
     const float M = block_max(mx, sh.fred);  // its barriers publish the divided row
     const bool minp = p.min_p > 0.0f;
@@ -168,6 +190,7 @@ __device__ void sample_impl(const SampleArgs& a) {
       return true;
     };
     unsigned long long zl = 0;
+#pragma unroll 4
     for (int i = tid; i < V; i += nt) {
       float v;
       unsigned long long w;
@@ -235,7 +258,8 @@ __device__ void sample_impl(const SampleArgs& a) {
   }
   if (a.sampled_rank != 0) {
     int c = 0;
-    for (int i = tid; i < V; i += nt) c += to_f(raw[i]) >= chosen ? 1 : 0;
+#pragma unroll 4
+    for (int i = tid; i < V; i += nt) c += to_f(__ldg(raw + i)) >= chosen ? 1 : 0;
     c = block_sum_int(c, sh);
     if (tid == 0) reinterpret_cast<int32_t*>(a.sampled_rank)[row] = c;
   }

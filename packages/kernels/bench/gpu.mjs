@@ -232,7 +232,7 @@ await section('rotary', async () => {
   memBound(
     'rotary + KV write (fused)',
     `${t} tok`,
-    (2 * t * nq * hd + 4 * t * nk * hd) * 2,
+    (2 * t * nq * hd + 5 * t * nk * hd) * 2,
     timeIt(() => rotaryEmbedding(s, pos, q, k, cs, { ...rope, cache })),
   );
   memBound(

@@ -149,7 +149,8 @@ for (const dtype of ['bf16', 'f16']) {
         const q = roundTo(dtype, randomF32(c.t * c.nq * c.hd, rand));
         const k = roundTo(dtype, randomF32(c.t * c.nk * c.hd, rand));
         const v = roundTo(dtype, randomF32(c.t * c.nk * c.hd, rand));
-        const [blocks, bs] = [4, 8];
+        const bs = 8;
+        const blocks = Math.ceil((3 * c.t) / bs); // slots up to 3·(t−1) are used
         const slots = BigInt64Array.from({ length: c.t }, (_, i) =>
           i === 1 ? -1n : BigInt(i * 3),
         );
