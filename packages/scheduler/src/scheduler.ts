@@ -1,32 +1,21 @@
 import { InvalidArgumentError } from '@x/core';
 import { BlockPool } from './block-pool.js';
+import { ForkGroups } from './fork-groups.js';
 import { KVCacheManager } from './kv-cache-manager.js';
 import { type PauseMode, PauseState, SchedulerStateError, type SleepLevel } from './pause-state.js';
 import { Request } from './request.js';
 import { validateRequestInput } from './request-input.js';
 import { comparePriority, createRequestQueue, type RequestQueue } from './request-queue.js';
 import type {
-  CachedRequestData,
   ModelOutput,
-  NewRequestData,
   RequestInput,
   RequestOutput,
   SchedulerOptions,
   SchedulerOutput,
   SchedulerStats,
 } from './scheduler-types.js';
+import { buildStepOutput, type Scheduled, validateModelOutput } from './step-output.js';
 import { checkStop, type Detokenize, StopStringMatcher } from './stop-checker.js';
-
-/** Siblings of an n > 1 request; `held` wait until the first one has computed the prompt. */
-interface ForkGroup {
-  members: Request[];
-  held: Request[];
-}
-
-interface Scheduled {
-  request: Request;
-  numTokens: number;
-}
 
 function positiveInt(name: string, value: unknown, fallback?: number): number {
   const v = value ?? fallback;
@@ -51,13 +40,12 @@ export class Scheduler {
   private readonly waiting: RequestQueue;
   private running: Request[] = [];
   private readonly requests = new Map<string, Request>();
-  private readonly groups = new Map<string, ForkGroup>();
+  private readonly groups: ForkGroups;
   private readonly pending = new Map<number, Request[]>();
   private readonly pauseState = new PauseState();
   private finishedIds: string[] = [];
   private nextStepId = 0;
   private nextSeq = 0;
-  private numHeld = 0;
   private preemptions = 0;
   private readonly eosTokenIds: readonly number[];
   private readonly detokenize: Detokenize | undefined;
@@ -91,6 +79,7 @@ export class Scheduler {
     }
     this.kv = new KVCacheManager(this.pool);
     this.waiting = createRequestQueue(policy);
+    this.groups = new ForkGroups(this.waiting);
     this.policy = policy;
     this.eosTokenIds = [...(options.eosTokenIds ?? [])];
     this.detokenize = options.detokenize;
@@ -188,8 +177,7 @@ export class Scheduler {
     this.waiting.add(members[0]!);
     if (n > 1) {
       // Siblings wait until the first has computed the prompt, then fork its blocks.
-      this.groups.set(requestId, { members, held: members.slice(1) });
-      this.numHeld += n - 1;
+      this.groups.add(requestId, members);
     }
     return members;
   }
@@ -200,8 +188,8 @@ export class Scheduler {
    * output for it is ignored. Unknown or finished ids return [] (aborts race with finishing).
    */
   abort(requestId: string): RequestOutput[] {
-    const group = this.groups.get(requestId);
-    const targets = group ? [...group.members] : [this.requests.get(requestId)];
+    const group = this.groups.members(requestId);
+    const targets = group ? [...group] : [this.requests.get(requestId)];
     const out: RequestOutput[] = [];
     for (const r of targets) {
       if (!r || r.isFinished) continue;
@@ -263,34 +251,7 @@ export class Scheduler {
    */
   update(output: ModelOutput): RequestOutput[] {
     const expected = this.pending.get(output?.stepId);
-    if (!expected) {
-      throw new InvalidArgumentError(
-        'output.stepId',
-        `a step returned by schedule() and not yet updated (${[...this.pending.keys()].join(', ') || 'none'})`,
-        output?.stepId,
-      );
-    }
-    const sampled = output.sampled;
-    if (!Array.isArray(sampled)) {
-      throw new InvalidArgumentError('output.sampled', 'an array', sampled);
-    }
-    const got = new Set<string>();
-    sampled.forEach((s, i) => {
-      const t = s?.tokenIds;
-      if (!Array.isArray(t) || t.length !== 1 || !Number.isInteger(t[0]) || t[0]! < 0) {
-        throw new InvalidArgumentError(`output.sampled[${i}].tokenIds`, 'one token id', t);
-      }
-      got.add(s.requestId);
-    });
-    for (const r of expected) {
-      if (r.inFlightSteps[0] === output.stepId && !got.has(r.requestId)) {
-        throw new InvalidArgumentError(
-          'output.sampled',
-          `a token for every request scheduled with sample=true in step ${output.stepId}`,
-          `none for ${r.requestId}`,
-        );
-      }
-    }
+    const sampled = validateModelOutput(output, expected, [...this.pending.keys()]);
     this.pending.delete(output.stepId);
     // Blocks this step filled become hits now, before a finishing request frees them.
     this.kv.commitCachedBlocks();
@@ -320,7 +281,7 @@ export class Scheduler {
     const changed = this.pauseState.pause(mode);
     let out: RequestOutput[] = [];
     if (mode === 'abort' && (changed || this.isPaused)) {
-      out = [...this.groups.keys(), ...this.requests.keys()].flatMap((id) => this.abort(id));
+      out = [...this.groups.parentIds(), ...this.requests.keys()].flatMap((id) => this.abort(id));
     }
     this.maybeQuiesce();
     return out;
@@ -376,7 +337,7 @@ export class Scheduler {
     const p = this.pool.stats();
     return {
       numRunning: this.running.length,
-      numWaiting: this.waiting.size + this.numHeld,
+      numWaiting: this.waiting.size + this.groups.numHeld,
       numPreemptions: this.preemptions,
       kvCacheUsage: p.usage,
       numFreeBlocks: p.numFreeBlocks,
@@ -392,7 +353,7 @@ export class Scheduler {
       let cached: number[] = [];
       const fresh = r.blockIds.length === 0;
       if (fresh) {
-        const source = this.forkSource(r);
+        const source = this.groups.forkSource(r);
         r.numComputedTokens = source ? this.kv.fork(r, source, r.numPromptTokens) : 0;
         if (r.numComputedTokens === 0) cached = this.kv.findCachedPrefix(r);
       }
@@ -418,65 +379,12 @@ export class Scheduler {
   }
 
   private buildOutput(stepId: number, scheduled: Scheduled[]): SchedulerOutput {
-    const newRequests: NewRequestData[] = [];
-    const cachedRequests: CachedRequestData[] = [];
-    const sampling: Request[] = [];
-    let total = 0;
-    for (const { request: r, numTokens } of scheduled) {
-      const computed = r.numComputedTokens;
-      // Tokens the workers will know: the confirmed ones plus those still being sampled.
-      const pending = r.inFlightSteps.length;
-      const sample = computed + numTokens >= r.numTokens + pending;
-      const maskStopTokens = sample && r.numOutputTokens + pending < r.sampling.minTokens;
-      if (!r.sentToWorkers) {
-        newRequests.push({
-          requestId: r.requestId,
-          parentRequestId: r.parentRequestId,
-          index: r.index,
-          promptTokenIds: r.promptTokenIds,
-          outputTokenIds: r.outputTokenIds,
-          blockIds: [...r.blockIds],
-          numComputedTokens: computed,
-          numScheduledTokens: numTokens,
-          sample,
-          maskStopTokens,
-          eosTokenIds: r.sampling.ignoreEos ? [] : r.eosTokenIds,
-          stopTokenIds: r.sampling.stopTokenIds,
-          logprobs: r.sampling.logprobs,
-          data: r.data,
-        });
-        r.sentToWorkers = true;
-      } else {
-        cachedRequests.push({
-          requestId: r.requestId,
-          newTokenIds: r.tokenIds.slice(r.numTokensSent),
-          newBlockIds: r.blockIds.slice(r.numBlocksSent),
-          numComputedTokens: computed,
-          numScheduledTokens: numTokens,
-          sample,
-          maskStopTokens,
-        });
-      }
-      r.numTokensSent = r.numTokens;
-      r.numBlocksSent = r.blockIds.length;
-      r.numComputedTokens = computed + numTokens;
-      total += numTokens;
-      if (sample) {
-        r.inFlightSteps.push(stepId);
-        sampling.push(r);
-        if (computed < r.numPromptTokens) this.releaseHeld(r.parentRequestId);
-      }
-    }
-    if (total > 0) this.pending.set(stepId, sampling);
-    const finishedRequestIds = this.finishedIds;
+    const { output, sampling } = buildStepOutput(stepId, scheduled, this.finishedIds, (id) =>
+      this.groups.release(id),
+    );
+    if (output.totalNumScheduledTokens > 0) this.pending.set(stepId, sampling);
     this.finishedIds = [];
-    return {
-      stepId,
-      newRequests,
-      cachedRequests,
-      totalNumScheduledTokens: total,
-      finishedRequestIds,
-    };
+    return output;
   }
 
   /**
@@ -515,7 +423,7 @@ export class Scheduler {
       r.sentToWorkers = false;
     }
     this.waiting.prepend(r);
-    this.releaseHeld(r.parentRequestId);
+    this.groups.release(r.parentRequestId);
   }
 
   private finish(
@@ -530,11 +438,8 @@ export class Scheduler {
     r.inFlightSteps.length = 0;
     this.requests.delete(r.requestId);
     if (r.sentToWorkers) this.finishedIds.push(r.requestId);
-    const g = this.groups.get(r.parentRequestId);
-    if (!g) return;
-    // The first sibling left before computing the prompt: the others stop waiting for it.
-    this.releaseHeld(r.parentRequestId);
-    if (g.members.every((m) => m.isFinished)) this.groups.delete(r.parentRequestId);
+    // If the first sibling left before computing the prompt, the others stop waiting for it.
+    this.groups.onFinish(r);
   }
 
   private removeFromQueues(r: Request): void {
@@ -542,31 +447,7 @@ export class Scheduler {
       this.running.splice(this.running.indexOf(r), 1);
       return;
     }
-    const g = this.groups.get(r.parentRequestId);
-    const h = g ? g.held.indexOf(r) : -1;
-    if (h >= 0) {
-      g!.held.splice(h, 1);
-      this.numHeld--;
-    } else {
-      this.waiting.remove(r);
-    }
-  }
-
-  /** Moves a group's held siblings into the waiting queue (the first computed the prompt or left). */
-  private releaseHeld(parentRequestId: string): void {
-    const g = this.groups.get(parentRequestId);
-    if (!g || g.held.length === 0) return;
-    for (const r of g.held.reverse()) this.waiting.prepend(r);
-    this.numHeld -= g.held.length;
-    g.held = [];
-  }
-
-  /** A running sibling whose computed blocks cover the prompt, for n > 1 forks. */
-  private forkSource(r: Request): Request | undefined {
-    const g = this.groups.get(r.parentRequestId);
-    return g?.members.find(
-      (m) => m !== r && m.status === 'running' && m.numComputedTokens >= r.numPromptTokens,
-    );
+    if (!this.groups.unhold(r)) this.waiting.remove(r);
   }
 
   private toOutput(
