@@ -5,8 +5,8 @@
 // on the caller's stream. Nothing here waits for the GPU.
 #include <napi.h>
 
+#include <array>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -283,27 +283,56 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// Pinned host blocks the sampling kernel reads its per-row parameters from (through UVA), reused
-// across calls: a block returns to the pool from a host function enqueued after the kernel.
+// Pinned host blocks the sampling kernel reads its per-row parameters from (through UVA), one pool
+// per device, reused across calls. Each block carries an event recorded after the kernel that
+// reads it; a block is handed out again only once its event completed, so nothing is enqueued on
+// the caller's stream besides the kernel itself (a host callback would stall the stream).
+struct PinnedBlock {
+  void* ptr = nullptr;
+  size_t size = 0;
+  cuda::CUevent done = nullptr;
+  bool busy = false;  // between acquire and the event record
+};
 struct PinnedPool {
   std::mutex mu;
-  std::multimap<size_t, void*> free;
+  std::vector<PinnedBlock> blocks;
 };
-PinnedPool& pool() {
-  static auto* p = new PinnedPool();  // lives until process exit (host functions may still run)
-  return *p;
+PinnedPool& pool(int device) {
+  static auto* p = new std::array<PinnedPool, 64>();  // lives until process exit
+  return (*p)[static_cast<size_t>(device)];
 }
-struct Lease {
-  void* ptr;
-  size_t size;
-};
-void release_lease(void* u) {
-  auto* l = static_cast<Lease*>(u);
+
+// Index of a free block of at least `need` bytes in the device's pool (allocated if none is).
+Status acquire_block(const Call& c, size_t need, size_t* index) {
+  const cuda::Driver* d = c.rt->driver();
+  PinnedPool& pp = pool(c.device);
   {
-    std::lock_guard<std::mutex> lock(pool().mu);
-    pool().free.emplace(l->size, l->ptr);
+    std::lock_guard<std::mutex> lock(pp.mu);
+    for (size_t i = 0; i < pp.blocks.size(); i++) {
+      PinnedBlock& b = pp.blocks[i];
+      if (!b.busy && b.size >= need && d->cuEventQuery(b.done) == cuda::CUDA_SUCCESS) {
+        b.busy = true;
+        *index = i;
+        return Status::Ok();
+      }
+    }
   }
-  delete l;
+  PinnedBlock b;
+  b.size = 65536;
+  while (b.size < need) b.size <<= 1;
+  X_RETURN_IF_ERROR(cuda_status(
+      d->cuMemHostAlloc(&b.ptr, b.size, cuda::CU_MEMHOSTALLOC_PORTABLE | cuda::CU_MEMHOSTALLOC_DEVICEMAP),
+      "cuMemHostAlloc"));
+  Status st = cuda_status(d->cuEventCreate(&b.done, cuda::CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+  if (!st.ok()) {
+    d->cuMemFreeHost(b.ptr);
+    return st;
+  }
+  b.busy = true;
+  std::lock_guard<std::mutex> lock(pp.mu);
+  pp.blocks.push_back(b);
+  *index = pp.blocks.size() - 1;
+  return Status::Ok();
 }
 
 Napi::Value Sample(const Napi::CallbackInfo& info) {
@@ -354,24 +383,17 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
       }
     }
   }
-  size_t size = 65536;
-  while (size < need) size <<= 1;
-  void* block = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(pool().mu);
-    auto it = pool().free.lower_bound(size);
-    if (it != pool().free.end()) {
-      size = it->first;
-      block = it->second;
-      pool().free.erase(it);
-    }
-  }
   check(env, c.rt->enter());
-  if (block == nullptr) {
-    check(env, cuda_status(d->cuMemHostAlloc(&block, size, cuda::CU_MEMHOSTALLOC_PORTABLE | cuda::CU_MEMHOSTALLOC_DEVICEMAP),
-                           "cuMemHostAlloc"));
+  size_t index = 0;
+  check(env, acquire_block(c, need, &index));
+  PinnedPool& pp = pool(c.device);
+  uint8_t* base = nullptr;
+  cuda::CUevent done = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(pp.mu);
+    base = static_cast<uint8_t*>(pp.blocks[index].ptr);
+    done = pp.blocks[index].done;
   }
-  auto* base = static_cast<uint8_t*>(block);
   std::memcpy(base, packed.Data(), params_bytes);
   std::memcpy(base + ids_at, ids, num_ids * 4);
   std::memcpy(base + bias_at, static_cast<const uint8_t*>(packed.Data()) + params_bytes + num_ids * 4, num_ids * 4);
@@ -379,14 +401,15 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
   a.ids = reinterpret_cast<uint64_t>(base + ids_at);
   a.bias = reinterpret_cast<uint64_t>(base + bias_at);
   Status st = gpu::launch_sample(*c.rt, c.cu, a);
-  auto* lease = new Lease{block, size};
-  if (!st.ok()) {
-    release_lease(lease);
-    fail(env, st);
+  const bool launched = st.ok();
+  // The block is handed out again only after the kernel that reads it has run; a kernel that was
+  // enqueued but whose event could not be recorded keeps its block forever (never reused early).
+  if (launched) st = cuda_status(d->cuEventRecord(done, c.cu), "cuEventRecord");
+  {
+    std::lock_guard<std::mutex> lock(pp.mu);
+    pp.blocks[index].busy = launched && !st.ok();
   }
-  // The block is reused only after the kernel that reads it has run.
-  st = cuda_status(d->cuLaunchHostFunc(c.cu, release_lease, lease), "cuLaunchHostFunc");
-  if (!st.ok()) fail(env, st);  // the lease leaks rather than being reused too early
+  check(env, st);
   return env.Undefined();
 }
 

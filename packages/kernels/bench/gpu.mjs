@@ -123,8 +123,11 @@ function report(row) {
   );
 }
 const verdict = (ratio, target) => (ratio >= target ? 'PASS' : 'MISS');
+/** BENCH_ONLY=<substring> runs only the sections whose name contains it (short device runs). */
+const want = (name) => !process.env.BENCH_ONLY || name.includes(process.env.BENCH_ONLY);
 /** Runs one bench section; a failure is reported and the next section still runs. */
 async function section(name, fn) {
+  if (!want(name)) return;
   try {
     await fn();
   } catch (e) {
@@ -358,23 +361,24 @@ const llama = [
   ['down', 4096, 14336],
   ['lm_head', 128256, 4096],
 ];
-for (const m of [1, 32, 128, 512, 4096])
+for (const m of want('matmul') ? [1, 32, 128, 512, 4096] : [])
   for (const [name, n, k] of llama)
     shapes.push({ name, m, n, k, copies: n * k * 2 < 100e6 ? 4 : 1 });
 let torch = null;
-try {
-  const cfg = {
-    shapes: shapes.map((x) => [x.m, x.n, x.k]),
-    copies: Object.fromEntries(shapes.map((x) => [`${x.m},${x.n},${x.k}`, x.copies])),
-  };
-  const outText = execFileSync('python3', [join(here, 'torch_matmul.py'), JSON.stringify(cfg)], {
-    encoding: 'utf8',
-    timeout: 240_000,
-  });
-  torch = JSON.parse(outText.trim().split('\n').at(-1));
-} catch (e) {
-  console.log(`# torch side failed: ${String(e.message ?? e).split('\n')[0]}`);
-}
+if (shapes.length > 0)
+  try {
+    const cfg = {
+      shapes: shapes.map((x) => [x.m, x.n, x.k]),
+      copies: Object.fromEntries(shapes.map((x) => [`${x.m},${x.n},${x.k}`, x.copies])),
+    };
+    const outText = execFileSync('python3', [join(here, 'torch_matmul.py'), JSON.stringify(cfg)], {
+      encoding: 'utf8',
+      timeout: 240_000,
+    });
+    torch = JSON.parse(outText.trim().split('\n').at(-1));
+  } catch (e) {
+    console.log(`# torch side failed: ${String(e.message ?? e).split('\n')[0]}`);
+  }
 for (const x of shapes) {
   let ms;
   try {

@@ -144,6 +144,37 @@ describe('sample on CUDA', () => {
     const b = await compare('run 2', { b: 24, v: 4000, seed: 6 });
     assert.deepEqual(a, b);
   });
+  it('back-to-back calls behind a busy stream each read their own parameters', async () => {
+    // The GPU is held for 100 ms, so every call's parameter block is still pending when the next
+    // call packs its own: a block reused too early would give a later call's draws to an earlier one.
+    const [b, v, calls] = [8, 3000, 12];
+    const rand = rng(8);
+    const logits = logitsOf(b, v, rand);
+    const lg = await gpu.upload('f32', [b, v], logits);
+    const ws = Array.from({ length: calls }, () => gpu.tensor('u8', [sampleWorkspaceBytes(b, v)]));
+    const outs = Array.from({ length: calls }, () => gpu.tensor('i32', [b]));
+    const rowsOfCall = Array.from({ length: calls }, (_, c) =>
+      Array.from({ length: b }, (_, i) => ({
+        temperature: 0.5 + 0.1 * c,
+        topP: 0.8,
+        seed: 77 * c + i,
+        step: c,
+      })),
+    );
+    await gpu.stream.synchronize();
+    gpu.stream.delay(100);
+    for (let c = 0; c < calls; c++)
+      sample(gpu.stream, lg, rowsOfCall[c], { sampled: outs[c] }, { workspace: ws[c] });
+    const cl = cpu.tensor('f32', [b, v], logits);
+    for (let c = 0; c < calls; c++) {
+      const got = await gpu.read(outs[c]);
+      const co = cpu.tensor('i32', [b]);
+      sample(cpu.stream, cl, rowsOfCall[c], { sampled: co });
+      await cpu.stream.synchronize();
+      assert.deepEqual(got, cpu.read(co), `call ${c}`);
+    }
+  });
+
   it('refuses a missing workspace', async () => {
     const lg = await gpu.upload('f32', [1, 10], new Float32Array(10).fill(1));
     assert.throws(
