@@ -55,6 +55,9 @@ export function validateRequestInput(
   if (input.cacheSalt !== undefined && typeof input.cacheSalt !== 'string') {
     throw new InvalidArgumentError('cacheSalt', 'a string', input.cacheSalt);
   }
+  if (input.skipPrefixCache !== undefined && typeof input.skipPrefixCache !== 'boolean') {
+    throw new InvalidArgumentError('skipPrefixCache', 'a boolean', input.skipPrefixCache);
+  }
   const eos = input.eosTokenIds ?? ctx.eosTokenIds;
   if (!Array.isArray(eos) || eos.some((t) => !Number.isInteger(t) || t < 0)) {
     throw new InvalidArgumentError('eosTokenIds', 'an array of token ids', eos);

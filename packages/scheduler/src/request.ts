@@ -38,6 +38,8 @@ export class Request {
   readonly seq: number;
   /** Hash extras (cache_salt) — requests with different extras never share blocks. */
   readonly hashExtras: string;
+  /** Never take prefix-cache hits (every prompt token is computed). */
+  readonly skipPrefixCache: boolean;
   /** Opaque to the scheduler: handed to workers with the request (full sampling params, seed…). */
   readonly data: unknown;
   readonly numPromptTokens: number;
@@ -83,6 +85,7 @@ export class Request {
     arrivalTime: number;
     seq: number;
     hashExtras: string;
+    skipPrefixCache?: boolean;
     data: unknown;
   }) {
     this.requestId = init.requestId;
@@ -94,6 +97,7 @@ export class Request {
     this.arrivalTime = init.arrivalTime;
     this.seq = init.seq;
     this.hashExtras = init.hashExtras;
+    this.skipPrefixCache = init.skipPrefixCache ?? false;
     this.data = init.data;
     this.numPromptTokens = init.promptTokenIds.length;
     this.tokenIds = [...init.promptTokenIds];

@@ -45,6 +45,11 @@ export interface RequestInput {
   arrivalTime?: number;
   /** Requests with different salts never share cached blocks (OpenAI `cache_salt`). */
   cacheSalt?: string;
+  /**
+   * Compute every prompt token (no prefix-cache hit at admission), e.g. because the prompt's
+   * log-probabilities are wanted. Its blocks are still offered to the cache. Default false.
+   */
+  skipPrefixCache?: boolean;
   /** Overrides SchedulerOptions.eosTokenIds (e.g. a chat template's end-of-turn id). */
   eosTokenIds?: readonly number[];
   /** Opaque: handed to workers in NewRequestData (full sampling params, seed, …). */

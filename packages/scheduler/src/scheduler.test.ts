@@ -193,6 +193,23 @@ describe('Scheduler: prefix cache', () => {
     expect(s.schedule().newRequests[0]!.numComputedTokens).toBe(0);
   });
 
+  it('skipPrefixCache computes every prompt token (and still offers its blocks to others)', () => {
+    const { s, w } = setup();
+    const p = prompt(9, 18);
+    s.addRequest(req('a', p, 2));
+    runToCompletion(s, w);
+    s.addRequest({ ...req('b', p, 2), skipPrefixCache: true });
+    const step = s.schedule();
+    expect(step.newRequests[0]).toMatchObject({ numComputedTokens: 0, numScheduledTokens: 18 });
+    s.update(w.execute(step));
+    runToCompletion(s, w);
+    s.addRequest(req('c', p, 2));
+    expect(s.schedule().newRequests[0]!.numComputedTokens).toBe(16);
+    expect(() =>
+      s.addRequest({ ...req('d', p), skipPrefixCache: 1 as unknown as boolean }),
+    ).toThrow(/skipPrefixCache/);
+  });
+
   it('keeps at least one token to compute when the whole prompt is cached', () => {
     const { s, w } = setup();
     const p = prompt(3, 16);

@@ -167,6 +167,7 @@ export class Scheduler {
         arrivalTime,
         seq: this.nextSeq++,
         hashExtras: input.cacheSalt ?? '',
+        skipPrefixCache: input.skipPrefixCache ?? false,
         data: input.data,
       });
       if (sampling.stop.length > 0)
@@ -355,7 +356,7 @@ export class Scheduler {
       if (fresh) {
         const source = this.groups.forkSource(r);
         r.numComputedTokens = source ? this.kv.fork(r, source, r.numPromptTokens) : 0;
-        if (r.numComputedTokens === 0) cached = this.kv.findCachedPrefix(r);
+        if (r.numComputedTokens === 0 && !r.skipPrefixCache) cached = this.kv.findCachedPrefix(r);
       }
       const hitTokens = r.numComputedTokens + cached.length * this.pool.blockSize;
       const want = Math.min(r.numTokens - hitTokens, budget);
