@@ -6,7 +6,14 @@ import { loadModel } from '../load-model.js';
 import { EngineCore } from './engine-core.js';
 import type { Executor } from './executor.js';
 import { InProcessExecutor } from './in-process-executor.js';
-import { LLAMA, promptIds, referenceGreedy, startTestEngine, type TestEngine } from './testing.js';
+import {
+  LLAMA,
+  promptIds,
+  referenceGreedy,
+  referenceLogits,
+  startTestEngine,
+  type TestEngine,
+} from './testing.js';
 import { TextDecoder } from './text-decoder.js';
 
 let engine: TestEngine | undefined;
@@ -192,6 +199,41 @@ describe('EngineCore', () => {
     await new Promise((r) => setTimeout(r, 20));
     expect(engine.core.stats().numFreeBlocks).toBe(20);
     expect(engine.core.stats().numRunning).toBe(0);
+  });
+
+  it('returns prompt log-probabilities gathered over prefill chunks, equal to one full pass', async () => {
+    const prompt = promptIds(40, 77);
+    const logits = await referenceLogits(LLAMA, prompt);
+    engine = await startTestEngine({ maxNumBatchedTokens: 16 });
+    // The prefix is cached first: a request with prompt logprobs must still compute all of it.
+    await engine.run({ requestId: 'warm', promptTokenIds: prompt, sampling: greedy(2) });
+    const f = await engine.run({
+      requestId: 'p',
+      promptTokenIds: prompt,
+      sampling: { ...greedy(2), promptLogprobs: 3, n: 2 },
+    });
+    const first = f.outputs.find((o) => o.index === 0)!;
+    expect(first.numCachedTokens).toBe(0);
+    const pl = first.promptLogprobs!;
+    expect(pl).toHaveLength(40);
+    expect(pl[0]).toBeNull();
+    const v = 32000;
+    for (let p = 1; p < 40; p++) {
+      const row = logits.subarray((p - 1) * v, p * v);
+      let max = Number.NEGATIVE_INFINITY;
+      for (const x of row) max = Math.max(max, x);
+      let sum = 0;
+      for (const x of row) sum += Math.exp(x - max);
+      const want = row[prompt[p]!]! - max - Math.log(sum);
+      const e = pl[p]!;
+      expect(e.tokenId).toBe(prompt[p]);
+      expect(e.logprob).toBeCloseTo(want, 4);
+      expect(e.top).toHaveLength(3);
+      expect(e.top[0]!.logprob).toBeGreaterThanOrEqual(e.logprob);
+      expect(e.rank).toBe(1 + Array.from(row).filter((x) => x > row[prompt[p]!]!).length);
+    }
+    // Only completion 0 reports them.
+    expect(f.outputs.filter((o) => o.promptLogprobs !== undefined)).toHaveLength(1);
   });
 
   it('rejects bad requests with errors that name the field, and queues nothing', async () => {

@@ -1,6 +1,5 @@
 import { InvalidArgumentError, TimeoutError } from '@x/core';
 import {
-  type ModelOutput,
   type PauseMode,
   type RequestOutput,
   Scheduler,
@@ -9,7 +8,7 @@ import {
 } from '@x/scheduler';
 import { ConditionWaiters } from './condition-waiters.js';
 import { EngineDeadError, EngineUnavailableError } from './errors.js';
-import type { Executor, ExecutorMemory } from './executor.js';
+import type { Executor, ExecutorMemory, ExecutorOutput } from './executor.js';
 import { OutputProcessor } from './output-processor.js';
 import { validateEngineRequest } from './request-validation.js';
 import { resolveSamplerParams, schedulerSampling } from './sampling-params.js';
@@ -66,7 +65,7 @@ export interface EngineSleepOptions {
 
 interface InFlight {
   step: SchedulerOutput;
-  result: Promise<ModelOutput>;
+  result: Promise<ExecutorOutput>;
 }
 
 /**
@@ -138,6 +137,7 @@ export class EngineCore {
       ...(v.priority === undefined ? {} : { priority: v.priority }),
       ...(v.cacheSalt === undefined ? {} : { cacheSalt: v.cacheSalt }),
       ...(v.arrivalTime === undefined ? {} : { arrivalTime: v.arrivalTime }),
+      ...(sampler.promptLogprobs === null ? {} : { skipPrefixCache: true }),
       data: sampler,
     });
     const text = {
@@ -146,7 +146,12 @@ export class EngineCore {
       includeStopStrInOutput: v.sampling.includeStopStrInOutput ?? false,
     };
     for (const m of members) {
-      this.#outputs.add(m.requestId, v.promptTokenIds, text);
+      this.#outputs.add(
+        m.requestId,
+        v.promptTokenIds,
+        text,
+        sampler.promptLogprobs !== null && m.index === 0,
+      );
       this.#arrivals.set(m.requestId, m.arrivalTime);
     }
     this.#signal();
@@ -319,6 +324,7 @@ export class EngineCore {
     const next = this.#inflight.shift();
     if (next === undefined) return false;
     const output = await next.result;
+    for (const chunk of output.promptLogprobs ?? []) this.#outputs.addPromptLogprobs(chunk);
     // Zero-token steps only carried finished ids to the workers: nothing to update.
     if (next.step.totalNumScheduledTokens > 0) this.#emit(this.scheduler.update(output), 'client');
     return true;

@@ -206,6 +206,7 @@ async function warmUp(executor: InProcessExecutor): Promise<void> {
     frequencyPenalty: 0,
     repetitionPenalty: 1,
     logitBias: null,
+    promptLogprobs: null,
   };
   await executor.execute({
     stepId: -1,

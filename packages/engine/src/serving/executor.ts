@@ -1,4 +1,11 @@
 import type { ModelOutput, SchedulerOutput } from '@x/scheduler';
+import type { PromptLogprobsChunk } from './prompt-logprobs.js';
+
+/** A step's result: the scheduler's ModelOutput plus what only the engine core reads. */
+export interface ExecutorOutput extends ModelOutput {
+  /** Prompt log-probabilities computed in this step (requests that asked for them). */
+  promptLogprobs?: PromptLogprobsChunk[];
+}
 
 /** Which memory a sleep released and what it did to the contents. */
 export interface SleepRequest {
@@ -57,7 +64,7 @@ export interface Executor {
   /** Tokens per KV block. */
   readonly blockSize: number;
   /** Runs one step; see the protocol above. Rejects on a device or worker failure (fatal). */
-  execute(step: SchedulerOutput): Promise<ModelOutput>;
+  execute(step: SchedulerOutput): Promise<ExecutorOutput>;
   /** Resolves when every stream of every rank is idle; TimeoutError after `timeoutMs`. */
   synchronize(timeoutMs: number): Promise<void>;
   /** Releases device memory per tag policy (offload / discard), after quiescing. */

@@ -1,8 +1,14 @@
 import type { Allocator } from '@x/cumem';
-import type { ModelOutput, SchedulerOutput } from '@x/scheduler';
+import type { SchedulerOutput } from '@x/scheduler';
 import type { ModelConfig } from '../config.js';
 import type { WeightStore } from '../weights.js';
-import type { Executor, ExecutorMemory, SleepRequest, WakeResult } from './executor.js';
+import type {
+  Executor,
+  ExecutorMemory,
+  ExecutorOutput,
+  SleepRequest,
+  WakeResult,
+} from './executor.js';
 import { Worker } from './worker.js';
 
 /** Options of {@link InProcessExecutor.create}. */
@@ -45,7 +51,7 @@ export class InProcessExecutor implements Executor {
     return new InProcessExecutor(o, worker);
   }
 
-  execute(step: SchedulerOutput): Promise<ModelOutput> {
+  execute(step: SchedulerOutput): Promise<ExecutorOutput> {
     return this.worker.execute(step);
   }
 

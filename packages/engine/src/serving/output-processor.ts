@@ -1,4 +1,5 @@
 import type { RequestOutput, TokenLogprobs } from '@x/scheduler';
+import type { PromptLogprobsChunk } from './prompt-logprobs.js';
 import { IncrementalText, type TextDecoder } from './text-decoder.js';
 import type { AbortReason, CompletionOutput, OutputLogprob } from './types.js';
 
@@ -18,6 +19,8 @@ interface CompletionText {
   includeStop: boolean;
   queueTimeMs: number | undefined;
   queueReported: boolean;
+  /** Prompt log-probabilities gathered over prefill chunks (index 0 is null), until reported. */
+  prompt: Array<OutputLogprob | null> | null;
 }
 
 /**
@@ -40,7 +43,12 @@ export class OutputProcessor {
   }
 
   /** Registers a completion (its id as the scheduler knows it). */
-  add(completionId: string, promptTokenIds: readonly number[], o: TextOptions): void {
+  add(
+    completionId: string,
+    promptTokenIds: readonly number[],
+    o: TextOptions,
+    wantsPromptLogprobs = false,
+  ): void {
     const longest = Math.max(0, ...o.stop.map((s) => s.length));
     this.#completions.set(completionId, {
       text: new IncrementalText(this.#decoder, promptTokenIds, o.skipSpecialTokens),
@@ -49,6 +57,18 @@ export class OutputProcessor {
       includeStop: o.includeStopStrInOutput,
       queueTimeMs: undefined,
       queueReported: false,
+      prompt: wantsPromptLogprobs
+        ? Array.from({ length: promptTokenIds.length }, () => null)
+        : null,
+    });
+  }
+
+  /** Stores prompt log-probabilities a step computed (a recompute overwrites the same entries). */
+  addPromptLogprobs(chunk: PromptLogprobsChunk): void {
+    const c = this.#completions.get(chunk.requestId);
+    if (!c || c.prompt === null) return;
+    chunk.entries.forEach((e, i) => {
+      c.prompt![chunk.from + i] = this.#logprob(e.tokenId, e);
     });
   }
 
@@ -87,6 +107,10 @@ export class OutputProcessor {
       numOutputTokens: o.numOutputTokens,
     };
     if (o.finishReason === 'abort') out.abortReason = abortReason;
+    if (c && c.prompt !== null && (o.newTokenIds.length > 0 || o.finishReason !== null)) {
+      out.promptLogprobs = c.prompt;
+      c.prompt = null;
+    }
     if (c && c.queueTimeMs !== undefined && !c.queueReported) {
       out.queueTimeMs = c.queueTimeMs;
       c.queueReported = true;

@@ -13,6 +13,7 @@ const data: SamplerParams = {
   frequencyPenalty: 0,
   repetitionPenalty: 1,
   logitBias: null,
+  promptLogprobs: null,
 };
 
 function step(o: Partial<SchedulerOutput>): SchedulerOutput {

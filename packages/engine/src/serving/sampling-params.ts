@@ -29,6 +29,11 @@ export interface EngineSamplingParams extends SamplingParams {
   skipSpecialTokens?: boolean;
   /** Keep a matched stop string in the text. Default false. */
   includeStopStrInOutput?: boolean;
+  /**
+   * Log-probabilities of the prompt's tokens with this many top tokens each (vLLM
+   * prompt_logprobs), or null. Such a request computes its whole prompt (no prefix-cache hits).
+   */
+  promptLogprobs?: number | null;
 }
 
 /** What a worker needs to sample a request's tokens (sent once, in NewRequestData.data). */
@@ -44,6 +49,8 @@ export interface SamplerParams {
   repetitionPenalty: number;
   /** [tokenId, bias] pairs, or null. */
   logitBias: Array<[number, number]> | null;
+  /** Top log-probabilities per prompt token, or null for none. */
+  promptLogprobs: number | null;
 }
 
 /** Greedy requests and requests with temperature below this are sampled greedily (vLLM). */
@@ -135,6 +142,14 @@ export function resolveSamplerParams(
     });
     if (logitBias.length === 0) logitBias = null;
   }
+  let promptLogprobs: number | null = null;
+  if (p.promptLogprobs !== undefined && p.promptLogprobs !== null) {
+    const v = p.promptLogprobs;
+    if (!Number.isInteger(v) || v < 0 || v > 20) {
+      throw new InvalidArgumentError(`${where}.promptLogprobs`, 'an integer in [0, 20]', v);
+    }
+    promptLogprobs = v;
+  }
   for (const flag of ['skipSpecialTokens', 'includeStopStrInOutput'] as const) {
     const v = p[flag];
     if (v !== undefined && typeof v !== 'boolean') {
@@ -151,6 +166,7 @@ export function resolveSamplerParams(
     frequencyPenalty: penalty('frequencyPenalty'),
     repetitionPenalty,
     logitBias,
+    promptLogprobs,
   };
 }
 

@@ -119,6 +119,34 @@ export async function referenceGreedy(
   return out;
 }
 
+/** Logits after every prompt token, from one full pass of a ModelRunner ([T, V]). */
+export async function referenceLogits(
+  dir: string,
+  prompt: readonly number[],
+): Promise<Float32Array> {
+  const allocator = await Allocator.create({ device: 'cpu' });
+  const model = await loadModel(dir, { allocator, onProgress: () => undefined });
+  const stream = Stream.create('cpu');
+  const runner = await ModelRunner.create({
+    config: model.config,
+    weights: model.weights,
+    allocator,
+    stream,
+    numKvBlocks: 64,
+    maxModelLen: 512,
+  });
+  const blocks = Array.from({ length: 32 }, (_, i) => i);
+  const { allLogits } = await runner.execute(
+    [{ tokens: prompt, blockTable: blocks, contextLength: prompt.length }],
+    { allLogits: true },
+  );
+  await runner.dispose();
+  stream.dispose();
+  model.dispose();
+  await allocator.dispose();
+  return allLogits!;
+}
+
 /** Prompt token ids 3.. spread over the vocabulary (no bos/eos), distinct per `seed`. */
 export function promptIds(length: number, seed: number, vocab = 32000): number[] {
   return Array.from({ length }, (_, i) => 3 + ((seed * 7919 + i * 104729) % (vocab - 3)));

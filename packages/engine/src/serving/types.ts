@@ -53,6 +53,11 @@ export interface CompletionOutput {
   numOutputTokens: number;
   /** In the first output of a completion: ms from arrival to first being scheduled. */
   queueTimeMs?: number;
+  /**
+   * With promptLogprobs, in completion 0's first output: one entry per prompt token, the first
+   * null (nothing precedes it).
+   */
+  promptLogprobs?: Array<OutputLogprob | null>;
 }
 
 /** The engine's serving state, as /health, /is_sleeping and admin calls see it. */

@@ -1,9 +1,11 @@
 import { Stream } from '@x/core';
 import type { Allocator } from '@x/cumem';
-import type { ModelOutput, SchedulerOutput } from '@x/scheduler';
+import type { SchedulerOutput } from '@x/scheduler';
 import type { ModelConfig } from '../config.js';
 import { ModelRunner } from '../model-runner.js';
 import type { WeightStore } from '../weights.js';
+import type { ExecutorOutput } from './executor.js';
+import { promptLogprobs, wantsPromptLogprobs } from './prompt-logprobs.js';
 import { RequestStates, sequenceStep } from './request-states.js';
 import { Sampler } from './sampler.js';
 import { reloadWeightsInPlace } from './weight-reload.js';
@@ -79,19 +81,27 @@ export class Worker {
    * Applies the step's diff now; runs the step after the steps before it, building its input
    * then (a decode scheduled one step ahead reads the token the previous step sampled).
    */
-  execute(step: SchedulerOutput): Promise<ModelOutput> {
+  execute(step: SchedulerOutput): Promise<ExecutorOutput> {
     const rows = this.states.apply(step);
     const done = this.#chain.then(async () => {
       if (step.totalNumScheduledTokens === 0 || rows.length === 0) {
         return { stepId: step.stepId, sampled: [] };
       }
-      const { logits } = await this.runner.execute(rows.map(sequenceStep), {
+      const wantPrompt = rows.some(wantsPromptLogprobs);
+      const { logits, allLogits } = await this.runner.execute(rows.map(sequenceStep), {
         timeoutMs: this.#timeoutMs,
+        ...(wantPrompt ? { allLogits: true } : {}),
       });
       const sampled = await this.sampler.sample(rows, logits, this.#timeoutMs);
       const byId = new Map(rows.map((r) => [r.state.requestId, r.state]));
       for (const s of sampled) this.states.recordSampled(byId.get(s.requestId)!, s.tokenIds[0]!);
-      return { stepId: step.stepId, sampled };
+      if (!wantPrompt) return { stepId: step.stepId, sampled };
+      const vocab = this.runner.config.vocabSize;
+      return {
+        stepId: step.stepId,
+        sampled,
+        promptLogprobs: promptLogprobs(rows, allLogits!, vocab),
+      };
     });
     // Keep the chain alive after a failure; the caller sees the rejection of `done`.
     this.#chain = done.catch(() => undefined);
