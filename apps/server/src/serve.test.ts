@@ -105,6 +105,17 @@ describe('x serve with the openai client', () => {
       echo: true,
     });
     expect(echo.choices[0]!.text.startsWith('Echo me')).toBe(true);
+    const scored = await client.completions.create({
+      model: 'tiny',
+      prompt: 'Echo me',
+      max_tokens: 2,
+      echo: true,
+      logprobs: 1,
+    });
+    const slp = scored.choices[0]!.logprobs!;
+    expect(slp.token_logprobs![0]).toBeNull(); // the first prompt token has no log-probability
+    expect(slp.token_logprobs!.slice(1).every((x) => x! < 0)).toBe(true);
+    expect(slp.tokens).toHaveLength(scored.usage!.prompt_tokens + 2);
   });
 
   it('cuts stop strings, honours n=2, and reproduces seeded sampling', async () => {

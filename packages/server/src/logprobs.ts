@@ -23,9 +23,15 @@ function candidates(lp: OutputLogprob): Array<{ token: string; logprob: number }
   return out;
 }
 
+/** A token without log-probabilities: the first prompt token of an echo. */
+export interface MissingLogprob {
+  token: string;
+  missing: true;
+}
+
 /** Completion logprobs for `lps`; text offsets continue from `textOffset` (streaming). */
 export function completionLogprobs(
-  lps: readonly OutputLogprob[],
+  lps: ReadonlyArray<OutputLogprob | MissingLogprob>,
   num: number,
   textOffset: number,
 ): CompletionLogprobs {
@@ -40,6 +46,11 @@ export function completionLogprobs(
     out.text_offset.push(offset);
     offset += lp.token.length;
     out.tokens.push(lp.token);
+    if ('missing' in lp) {
+      out.token_logprobs.push(null);
+      out.top_logprobs.push(null);
+      continue;
+    }
     out.token_logprobs.push(clamp(lp.logprob));
     const top: Record<string, number> = {};
     for (const c of candidates(lp).slice(0, num + 1)) {

@@ -152,6 +152,39 @@ describe('validation: 400 in OpenAI error JSON naming the field', () => {
   });
 });
 
+describe('echo with logprobs', () => {
+  it('returns the prompt tokens with their log-probabilities (the first has none), then the output', async () => {
+    const body = {
+      prompt: 'Hello world again',
+      max_tokens: 3,
+      temperature: 0,
+      echo: true,
+      logprobs: 2,
+    };
+    const r = await post(`${s.url}/v1/completions`, body);
+    expect(r.status, r.text).toBe(200);
+    const c = r.json.choices[0];
+    expect(c.text.startsWith('Hello world again')).toBe(true);
+    const lp = c.logprobs;
+    // <s> Hello world again → 4 prompt tokens, then 3 output tokens.
+    expect(lp.tokens).toHaveLength(7);
+    expect(lp.token_logprobs[0]).toBeNull();
+    expect(lp.top_logprobs[0]).toBeNull();
+    for (const x of lp.token_logprobs.slice(1)) expect(x).toBeLessThan(0);
+    for (const t of lp.top_logprobs.slice(1))
+      expect(Object.keys(t).length).toBeGreaterThanOrEqual(1);
+    expect(lp.text_offset[0]).toBe(0);
+    // Streaming: the first chunk carries the prompt's entries too.
+    const sr = await post(`${s.url}/v1/completions`, { ...body, stream: true });
+    const chunks = sr.text
+      .split('\n\n')
+      .filter((e) => e.startsWith('data: {'))
+      .map((e) => JSON.parse(e.slice(6)));
+    const streamed = chunks.flatMap((ch) => ch.choices[0].logprobs.token_logprobs);
+    expect(streamed).toEqual(lp.token_logprobs);
+  });
+});
+
 describe('info endpoints', () => {
   it('serves /v1/models, /version, /tokenize, /detokenize, /health', async () => {
     const models = (await (await fetch(`${s.url}/v1/models`)).json()) as {

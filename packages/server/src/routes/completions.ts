@@ -1,9 +1,10 @@
+import type { CompletionOutput, OutputLogprob } from '@x/engine';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerContext } from '../context.js';
 import { badField, HttpError } from '../errors.js';
 import { Fields } from '../fields.js';
 import { abortError, Generation, type PromptInput } from '../generation.js';
-import { type CompletionLogprobs, completionLogprobs } from '../logprobs.js';
+import { completionLogprobs, type MissingLogprob } from '../logprobs.js';
 import { type ParsedSampling, parseSampling, resolveMaxTokens } from '../sampling.js';
 import { SseWriter } from '../sse.js';
 import { type Usage, usage } from './usage.js';
@@ -29,10 +30,32 @@ function parsePrompts(f: Fields, vocabSize: number): Array<string | number[]> {
   throw badField('prompt', expected, p);
 }
 
+type Entry = OutputLogprob | MissingLogprob;
+
+/**
+ * echo + logprobs: the prompt's log-probabilities, per prompt. Completion 0 reports them in its
+ * first output (it computes the prompt); the other completions of that prompt reuse them.
+ */
+class PromptEntries {
+  readonly #byPrompt = new Map<number, Entry[]>();
+  constructor(readonly firstTokens: readonly string[]) {}
+
+  take(prompt: number, o: CompletionOutput): Entry[] {
+    if (o.promptLogprobs !== undefined) {
+      const first = this.firstTokens[prompt] ?? '';
+      this.#byPrompt.set(
+        prompt,
+        o.promptLogprobs.map((e) => e ?? { token: first, missing: true }),
+      );
+    }
+    return this.#byPrompt.get(prompt) ?? [];
+  }
+}
+
 interface Choice {
   text: string;
   tokens: number;
-  logprobs: CompletionLogprobs | null;
+  logprobs: Entry[] | null;
   finishReason: string | null;
   stopReason: number | string | null;
 }
@@ -48,11 +71,8 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
     const raw = parsePrompts(f, ctx.vocabSize);
     const echo = f.bool('echo') ?? false;
     const parsed = parseSampling(f, 'completion', ctx.defaults, ctx.vocabSize);
-    if (echo && parsed.logprobs !== null) {
-      throw new HttpError(400, 'echo with logprobs (prompt log-probabilities) is not supported', {
-        param: 'echo',
-      });
-    }
+    // echo with logprobs also returns the prompt's log-probabilities (vLLM: prompt_logprobs).
+    if (echo && parsed.logprobs !== null) parsed.sampling.promptLogprobs = parsed.logprobs;
     const prompts: PromptInput[] = [];
     for (const [i, p] of raw.entries()) {
       const tokenIds = typeof p === 'string' ? await ctx.tokenizer.encode(p) : p;
@@ -104,8 +124,24 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
       });
       const head = { id, object: 'text_completion', created, model: ctx.modelName };
       const promptTokens = prompts.reduce((a, p) => a + p.tokenIds.length, 0);
+      const entries = new PromptEntries(
+        await Promise.all(
+          prompts.map((p) => ctx.tokenizer.decode([p.tokenIds[0]!], { skipSpecialTokens: false })),
+        ),
+      );
+      const withPrompt = parsed.sampling.promptLogprobs !== undefined;
       if (parsed.stream) {
-        await stream(ctx, reply, gen, head, prompts, parsed, echo, promptTokens);
+        await stream(
+          ctx,
+          reply,
+          gen,
+          head,
+          prompts,
+          parsed,
+          echo,
+          promptTokens,
+          withPrompt ? entries : null,
+        );
         return reply;
       }
       reply.raw.on('close', () => {
@@ -121,19 +157,14 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
           c = {
             text: echo ? prompts[prompt]!.text : '',
             tokens: 0,
-            logprobs: parsed.logprobs === null ? null : completionLogprobs([], 0, 0),
+            logprobs:
+              parsed.logprobs === null ? null : withPrompt ? [...entries.take(prompt, o)] : [],
             finishReason: null,
             stopReason: null,
           };
           choices[i] = c;
         }
-        if (c.logprobs !== null && o.logprobs !== null) {
-          const more = completionLogprobs(o.logprobs, parsed.logprobs!, c.text.length);
-          c.logprobs.text_offset.push(...more.text_offset);
-          c.logprobs.token_logprobs.push(...more.token_logprobs);
-          c.logprobs.tokens.push(...more.tokens);
-          c.logprobs.top_logprobs.push(...more.top_logprobs);
-        }
+        if (c.logprobs !== null && o.logprobs !== null) c.logprobs.push(...o.logprobs);
         c.text += o.text;
         c.tokens += o.tokenIds.length;
         c.finishReason = o.finishReason;
@@ -145,7 +176,8 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
         choices: choices.map((c, index) => ({
           index,
           text: c.text,
-          logprobs: c.logprobs,
+          logprobs:
+            c.logprobs === null ? null : completionLogprobs(c.logprobs, parsed.logprobs!, 0),
           finish_reason: c.finishReason,
           stop_reason: c.stopReason,
           prompt_logprobs: null,
@@ -168,6 +200,7 @@ async function stream(
   parsed: ParsedSampling,
   echo: boolean,
   promptTokens: number,
+  entries: PromptEntries | null,
 ): Promise<void> {
   const sse = new SseWriter(reply);
   sse.onDisconnect(() => gen.abort());
@@ -186,10 +219,10 @@ async function stream(
       const first = tokens[i] === undefined;
       tokens[i] = (tokens[i] ?? 0) + o.tokenIds.length;
       const text = first && echo ? prompts[prompt]!.text + o.text : o.text;
+      const lps: Entry[] = first && entries !== null ? [...entries.take(prompt, o)] : [];
+      if (o.logprobs !== null) lps.push(...o.logprobs);
       const logprobs =
-        parsed.logprobs === null || o.logprobs === null
-          ? null
-          : completionLogprobs(o.logprobs, parsed.logprobs, textLen[i] ?? 0);
+        parsed.logprobs === null ? null : completionLogprobs(lps, parsed.logprobs, textLen[i] ?? 0);
       textLen[i] = (textLen[i] ?? 0) + o.text.length;
       let chunkUsage: (Usage & { prompt_tokens_details: null }) | null = null;
       if (parsed.includeUsage && parsed.continuousUsage) {
