@@ -57,6 +57,34 @@ describe('limits, auth and admin', () => {
     expect((await fetch(`${s.url}/metrics`)).status).toBe(200);
   });
 
+  it('a non-streaming client that disconnects aborts its request and frees its blocks', async () => {
+    s = await startTestServer();
+    const ac = new AbortController();
+    const pending = fetch(`${s.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'x', max_tokens: 220, ignore_eos: true }),
+      signal: ac.signal,
+    }).catch((e: Error) => e);
+    const engine = s.engine;
+    const deadline = Date.now() + 10_000;
+    while ((await engine.stats()).numRunning === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    ac.abort();
+    expect(await pending).toBeInstanceOf(Error);
+    let stats = await engine.stats();
+    while ((stats.numRunning > 0 || stats.numFreeBlocks < 256) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+      stats = await engine.stats();
+    }
+    expect(stats).toMatchObject({ numRunning: 0, numWaiting: 0, numFreeBlocks: 256 });
+    // It ended as an abort, not by running to max_tokens.
+    const m = await (await fetch(`${s.url}/metrics`)).text();
+    expect(m).toMatch(/^x:request_success_total\{model_name="tiny",finished_reason="abort"\} 1$/m);
+    expect(m).not.toMatch(/finished_reason="length"/);
+  });
+
   it('refuses past the queue limit with 503 and Retry-After', async () => {
     s = await startTestServer({ server: { maxQueueLen: 1 } });
     const busy = await openStream(s.url, { prompt: 'x', max_tokens: 200, ignore_eos: true });
