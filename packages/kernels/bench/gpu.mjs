@@ -80,12 +80,18 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const start = Event.create(DEV, { timing: true });
 const end = Event.create(DEV, { timing: true });
 
-/** Median milliseconds of one call of `fn` (enqueued `iters` times back to back, 5 repetitions). */
+/**
+ * Median milliseconds of one call of `fn` on the GPU: 2 warm-up calls, then 5 repetitions of
+ * `iters` calls back to back. Before each repetition a 30 ms delay kernel holds the stream, so all
+ * `iters` calls are enqueued while the GPU is busy and the events time the kernels alone, not the
+ * host's enqueue cost (which would otherwise count whenever a call's JS work outlasts its kernel).
+ */
 function timeIt(fn, iters = 10) {
   fn(0);
   fn(1);
   const times = [];
   for (let r = 0; r < 5; r++) {
+    s.delay(30);
     start.record(s);
     for (let i = 0; i < iters; i++) fn(i);
     end.record(s);
