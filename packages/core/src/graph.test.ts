@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CudaGraph } from './graph.js';
 import { InvalidArgumentError } from './errors.js';
+import { CudaGraph } from './graph.js';
 import { Stream } from './stream.js';
 
 // CUDA graphs need a GPU; packages/core/test/gpu/core.gpu.mjs checks capture and replay there.

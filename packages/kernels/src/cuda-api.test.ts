@@ -4,12 +4,12 @@
 // by packages/kernels/test/gpu/*.mjs.
 import { Stream, StreamError } from '@x/core';
 import { afterEach, describe, expect, it } from 'vitest';
+import { sampleWorkspaceBytes } from './cuda-sample.js';
 import { embedding } from './embedding.js';
 import { checkKernelErrors, gpuKernelInfo } from './kernel-errors.js';
 import { reshapeAndCache } from './reshape-and-cache.js';
 import { ropeCosSinCache } from './rope-cache.js';
 import { rotaryEmbedding } from './rotary-embedding.js';
-import { sampleWorkspaceBytes } from './cuda-sample.js';
 import { Arena, expectClose, randomF32, rng } from './test-util.js';
 
 const stream = Stream.create('cpu');

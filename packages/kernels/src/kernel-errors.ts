@@ -1,4 +1,4 @@
-import { callNative, Stream, StreamError, InvalidArgumentError, type WaitOptions } from '@x/core';
+import { callNative, InvalidArgumentError, Stream, StreamError, type WaitOptions } from '@x/core';
 import { cudaNative } from './cuda-native.js';
 
 /**

@@ -4,9 +4,8 @@
 // after a cumem sleep(level 1)/wake cycle the same graph still gives the same bits.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { CudaGraph, HostBuffer } from '../../../core/dist/index.js';
+import { CudaGraph, HostBuffer, Tensor } from '../../../core/dist/index.js';
 import { deviceAllocForTesting, deviceFreeForTesting } from '../../../core/dist/testing.js';
-import { Tensor } from '../../../core/dist/index.js';
 import {
   checkKernelErrors,
   MATMUL_WORKSPACE_BYTES,

@@ -1,5 +1,7 @@
 // GPU checks of matmul (cuBLASLt) against the CPU kernel: odd and Llama-like shapes, bias epilogue,
 // row-strided outputs (half of a wider buffer, as a fused gate/up writes), f32 logits output.
+
+import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import {
   checkKernelErrors,
@@ -17,7 +19,6 @@ import {
   roundTo,
   SMALL,
 } from './util.mjs';
-import assert from 'node:assert/strict';
 
 let gpu;
 let cpu;
