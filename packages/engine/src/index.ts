@@ -31,13 +31,17 @@ export {
   loadModel,
   type Model,
   resolveModelDir,
+  weightDType,
 } from './load-model.js';
 export {
   type ExecuteOptions,
   type ExecuteResult,
+  graphBuckets,
   ModelRunner,
   type ModelRunnerOptions,
+  type SampleRequest,
   type SequenceStep,
+  type StepSamples,
 } from './model-runner.js';
 export {
   type ArchitectureSpec,

@@ -23,8 +23,9 @@ export interface LoadModelOptions {
   /** The device the model runs on; must be the allocator's. Default: the allocator's device. */
   device?: DeviceName | Device;
   /**
-   * dtype of the weights on the device. Default: the checkpoint's when the kernels take it (f32,
-   * bf16); f16 checkpoints are widened to f32 (exact).
+   * dtype of the weights on the device. Default on the CPU: the checkpoint's when the kernels take
+   * it (f32, bf16), f16 checkpoints widened to f32 (exact). Default on CUDA: f16 for f16
+   * checkpoints, else bf16 (the CUDA kernels compute in the weights' dtype: bf16 or f16).
    */
   dtype?: WeightDType;
   /** Load only this tensor-parallel rank's slices (default rank 0 of 1). */
@@ -73,7 +74,7 @@ export async function loadModel(dir: string, options: LoadModelOptions): Promise
   const config = await loadModelConfig(abs);
   const generationDefaults = await loadGenerationDefaults(abs);
   const tokenizer = await Tokenizer.load(abs, { vocabSize: config.vocabSize });
-  const dtype = options.dtype ?? (config.dtype === 'bf16' ? 'bf16' : 'f32');
+  const dtype = weightDType(options.dtype, config.dtype, allocator.device.kind);
   const weights = await loadWeights(abs, config, {
     allocator,
     dtype,
@@ -88,6 +89,27 @@ export async function loadModel(dir: string, options: LoadModelOptions): Promise
     weights,
     dispose: () => weights.dispose(),
   };
+}
+
+/** The device dtype of the weights: `asked` checked against what the device's kernels take. */
+export function weightDType(
+  asked: WeightDType | undefined,
+  checkpoint: ModelConfig['dtype'],
+  device: 'cpu' | 'cuda',
+): WeightDType {
+  const allowed: readonly WeightDType[] = device === 'cuda' ? ['bf16', 'f16'] : ['f32', 'bf16'];
+  if (asked === undefined) {
+    if (device === 'cuda') return checkpoint === 'f16' ? 'f16' : 'bf16';
+    return checkpoint === 'bf16' ? 'bf16' : 'f32';
+  }
+  if (!allowed.includes(asked)) {
+    throw new InvalidArgumentError(
+      'options.dtype',
+      `${allowed.map((d) => `"${d}"`).join(' or ')} on ${device === 'cuda' ? 'CUDA' : 'the CPU'}`,
+      asked,
+    );
+  }
+  return asked;
 }
 
 /** Files a model directory needs, in the order a user should check them. */

@@ -1,22 +1,17 @@
 import { AsleepError, HostBuffer, InvalidArgumentError, type Stream, Tensor } from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
-import { ropeCosSinCache } from '@x/kernels';
+import { MATMUL_WORKSPACE_BYTES, pagedAttentionWorkspaceBytes, ropeCosSinCache } from '@x/kernels';
 import type { ModelConfig } from './config.js';
 import type { WeightSource } from './models/architecture.js';
-import { DecoderModel } from './models/decoder.js';
+import { DecoderModel, type ForwardOptions } from './models/decoder.js';
 import { KvCache } from './models/kv-cache.js';
 import { architectureSpec } from './models/registry.js';
+import { type SequenceStep, stageInputs, validateBatch } from './models/step-inputs.js';
+import { type SampleRequest, StepSampler, type StepSamples } from './models/step-sampler.js';
 import { bucket, Workspace } from './models/workspace.js';
 
-/** One sequence of a step: a prefill chunk (several tokens) or a decode token. */
-export interface SequenceStep {
-  /** Token ids this step feeds (≥ 1). */
-  tokens: readonly number[];
-  /** The sequence's KV blocks in order; must cover `contextLength` tokens. */
-  blockTable: readonly number[];
-  /** Tokens of the sequence in the cache after this step, including `tokens`. */
-  contextLength: number;
-}
+export type { SequenceStep } from './models/step-inputs.js';
+export type { SampleRequest, StepSamples } from './models/step-sampler.js';
 
 /** Options of {@link ModelRunner.execute}. */
 export interface ExecuteOptions {
@@ -24,20 +19,30 @@ export interface ExecuteOptions {
   allLogits?: boolean;
   /** Bound on waiting for the stream (ms); default 300 000. */
   timeoutMs?: number;
+  /**
+   * Sample each sequence's next token on the runner's device and stream: only the sampled ids
+   * (and log-probabilities when asked) are read back; the last-token logits stay on the device
+   * unless `logits` is true.
+   */
+  sample?: SampleRequest;
+  /** With `sample`: also read back the last-token logits (default false). Without it: always. */
+  logits?: boolean;
 }
 
-/** Logits of a step. */
+/** What a step returns. */
 export interface ExecuteResult {
-  /** [B, V] row-major: the logits after the last token of each sequence. */
+  /** [B, V] row-major: the logits after the last token of each sequence (empty when sampling on the device without `logits`). */
   logits: Float32Array;
   /** [T, V] when asked for: the logits after every token, in batch order. */
   allLogits?: Float32Array;
+  /** With `sample`: the sampled tokens. */
+  sampled?: StepSamples;
 }
 
 /** Options of {@link ModelRunner.create}. */
 export interface ModelRunnerOptions {
   config: ModelConfig;
-  /** Loaded weights (HF names), e.g. from loadWeights. */
+  /** Loaded weights (HF names), e.g. from loadWeights. On CUDA bf16 or f16: the activations' dtype. */
   weights: WeightSource;
   allocator: Allocator;
   /** The stream every kernel of this runner is enqueued on. */
@@ -48,14 +53,35 @@ export interface ModelRunnerOptions {
   blockSize?: number;
   /** Longest sequence served (sizes the rotary table and block tables); default min(maxPositionEmbeddings, 4096). */
   maxModelLen?: number;
+  /** CUDA: the largest decode batch replayed from a CUDA graph (buckets 1, 2, 4, 8, 16, 24, …); default 256. */
+  maxNumSeqs?: number;
+  /** CUDA: run every step eagerly, never capturing or replaying graphs (vLLM's enforce_eager). */
+  enforceEager?: boolean;
+}
+
+/** Decode batch-size buckets: 1, 2, 4, then every multiple of 8 (vLLM's capture sizes), up to `max`. */
+export function graphBuckets(max: number): number[] {
+  const out = [1, 2, 4];
+  for (let b = 8; out[out.length - 1]! < max; b += 8) out.push(b);
+  return out.filter((_b, i) => i === 0 || out[i - 1]! < max);
+}
+
+/** Scratch one runner's steps share on CUDA (persistent: graphs capture its addresses). */
+interface Scratch {
+  allocations: Allocation[];
+  options: ForwardOptions;
 }
 
 /**
  * Runs batches of sequences — some prefilling a chunk, some decoding — through the model against
  * the paged KV cache: the shape the scheduler drives. Owns the KV cache (tag `kv_cache`), the rotary
  * table (tag `meta`: it survives a level-2 sleep) and one planned workspace per batch-shape bucket
- * (tag `activations`).
- * Steps run one at a time, in call order.
+ * (tag `activations`). Steps run one at a time, in call order, all on `stream`.
+ *
+ * On CUDA the activations and the KV cache take the weights' dtype (bf16 or f16; logits f32), and a
+ * step whose sequences all decode one token is padded to its batch bucket and replayed from a CUDA
+ * graph captured for that bucket over one decode workspace of the largest bucket; other steps run
+ * eagerly. Per step only the inputs cross to the device, and logits or sampled ids come back.
  */
 export class ModelRunner {
   readonly config: ModelConfig;
@@ -63,9 +89,15 @@ export class ModelRunner {
   readonly kvCache: KvCache;
   readonly maxModelLen: number;
   readonly stream: Stream;
+  /** CUDA: the batch buckets decode steps are padded to, each replayed from its graph (empty on the CPU). */
+  readonly graphBuckets: readonly number[];
+  /** CUDA: false with enforceEager (decode steps are still padded to their bucket). */
+  readonly useGraphs: boolean;
   readonly #allocator: Allocator;
   readonly #rope: Allocation;
   readonly #cosSin: Tensor;
+  readonly #scratch: Scratch;
+  readonly #sampler: StepSampler;
   readonly #workspaces = new Map<string, Workspace>();
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
@@ -76,18 +108,24 @@ export class ModelRunner {
     kv: KvCache,
     rope: Allocation,
     maxLen: number,
+    scratch: Scratch,
+    buckets: number[],
   ) {
     this.config = o.config;
     this.model = model;
     this.kvCache = kv;
     this.stream = o.stream;
     this.maxModelLen = maxLen;
+    this.graphBuckets = buckets;
+    this.useGraphs = buckets.length > 0 && o.enforceEager !== true;
     this.#allocator = o.allocator;
     this.#rope = rope;
     this.#cosSin = rope.tensor('f32', [maxLen, o.config.headDim]);
+    this.#scratch = scratch;
+    this.#sampler = new StepSampler(o.allocator, o.config.vocabSize);
   }
 
-  /** Builds the model over loaded weights, allocates the KV cache and the rotary table. */
+  /** Builds the model over loaded weights, allocates the KV cache, the rotary table and scratch. */
   static async create(options: ModelRunnerOptions): Promise<ModelRunner> {
     const c = options.config;
     const spec = architectureSpec(c.architecture);
@@ -98,30 +136,79 @@ export class ModelRunner {
     if (!Number.isInteger(options.numKvBlocks) || options.numKvBlocks < 1) {
       throw new InvalidArgumentError('numKvBlocks', 'an integer >= 1', options.numKvBlocks);
     }
+    const maxNumSeqs = options.maxNumSeqs ?? 256;
+    if (!Number.isInteger(maxNumSeqs) || maxNumSeqs < 1)
+      throw new InvalidArgumentError('maxNumSeqs', 'an integer >= 1', maxNumSeqs);
+    const device = options.allocator.device;
+    if (options.stream.device.name !== device.name) {
+      throw new InvalidArgumentError(
+        'stream.device',
+        `the allocator's device (${device.name})`,
+        options.stream.device.name,
+      );
+    }
+    const cuda = device.kind === 'cuda';
+    if (cuda && model.dtype !== 'bf16' && model.dtype !== 'f16') {
+      throw new InvalidArgumentError(
+        'weights',
+        'bf16 or f16 weights on CUDA (load them with dtype "bf16" or "f16")',
+        model.dtype,
+      );
+    }
+    const blockSize = options.blockSize ?? 16;
     const table = ropeCosSinCache({
       rotaryDim: c.headDim,
       theta: c.ropeTheta,
       maxPositions: maxLen,
       scaling: c.ropeScaling,
     });
+    const a = options.allocator;
     // `meta` (keep): a level-2 sleep discards `weights`, and nothing reloads this derived table.
-    const rope = options.allocator.alloc(table.byteLength, {
-      tag: 'meta',
-      owner: 'rope.cos_sin',
-    });
-    await rope.write(0, table);
-    const kv = KvCache.create(options.allocator, {
-      numLayers: c.numLayers,
-      numKvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      numBlocks: options.numKvBlocks,
-      blockSize: options.blockSize ?? 16,
-    });
-    options.allocator.registerStream(options.stream);
-    return new ModelRunner(options, model, kv, rope, maxLen);
+    const rope = a.alloc(table.byteLength, { tag: 'meta', owner: 'rope.cos_sin' });
+    const made: Allocation[] = [rope];
+    let kv: KvCache | undefined;
+    try {
+      await rope.write(0, table);
+      kv = KvCache.create(a, {
+        numLayers: c.numLayers,
+        numKvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        numBlocks: options.numKvBlocks,
+        blockSize,
+        dtype: cuda ? model.dtype : 'f32',
+      });
+      const buckets = cuda ? graphBuckets(maxNumSeqs) : [];
+      const scratch: Scratch = { allocations: [], options: {} };
+      if (cuda) {
+        // Scratch holds nothing between kernels, so `activations` (discarded by sleep) is right.
+        const gemm = a.alloc(MATMUL_WORKSPACE_BYTES, { tag: 'activations', owner: 'matmul.ws' });
+        scratch.allocations.push(gemm);
+        scratch.options.matmulWorkspace = gemm.tensor('u8', [MATMUL_WORKSPACE_BYTES]);
+        const attnBytes = pagedAttentionWorkspaceBytes(device.name, {
+          numHeads: c.numHeads,
+          numKvHeads: c.numKvHeads,
+          headDim: c.headDim,
+          blockSize,
+          maxBlocks: Math.ceil(maxLen / blockSize),
+          maxTokens: buckets[buckets.length - 1] ?? maxNumSeqs,
+        });
+        if (attnBytes > 0) {
+          const attn = a.alloc(attnBytes, { tag: 'activations', owner: 'attention.ws' });
+          scratch.allocations.push(attn);
+          scratch.options.attentionWorkspace = attn.tensor('u8', [attnBytes]);
+        }
+      }
+      made.push(...scratch.allocations);
+      a.registerStream(options.stream);
+      return new ModelRunner(options, model, kv, rope, maxLen, scratch, buckets);
+    } catch (err) {
+      kv?.dispose();
+      for (const m of made) a.free(m);
+      throw err;
+    }
   }
 
-  /** Runs one step and resolves with the logits of each sequence's last token. */
+  /** Runs one step and resolves with the logits (or samples) of each sequence's last token. */
   execute(batch: readonly SequenceStep[], options: ExecuteOptions = {}): Promise<ExecuteResult> {
     const run = this.#queue.then(() => this.#execute(batch, options));
     this.#queue = run.catch(() => undefined);
@@ -135,145 +222,123 @@ export class ModelRunner {
       if (this.#allocator.isAsleep(tag))
         throw new AsleepError(`cannot run the model while tag "${tag}" is asleep; wake it first`);
     }
-    const tokens = this.#validate(batch);
-    const seqs = batch.length;
-    const ws = this.#workspace(tokens, seqs);
-    this.#stage(ws, batch);
+    const tokens = validateBatch(batch, {
+      vocabSize: this.config.vocabSize,
+      maxModelLen: this.maxModelLen,
+      blockSize: this.kvCache.blockSize,
+      numBlocks: this.kvCache.numBlocks,
+    });
+    if (options.sample !== undefined) StepSampler.validate(options.sample, batch.length);
+    const n = batch.length;
+    const s = this.stream;
+    const cuda = s.device.kind === 'cuda';
+    // A pure decode batch on CUDA is padded to its bucket, eagerly too, so that a replay and an
+    // eager run of the same batch compute exactly the same thing.
+    const pad = cuda && tokens === n ? this.graphBuckets.find((b) => b >= n) : undefined;
+    const rows = pad ?? n;
+    const ws = pad === undefined ? this.#workspace(tokens, n) : this.#decodeWorkspace();
+    stageInputs(ws, batch, this.kvCache.blockSize, rows);
+    ws.upload(s);
     const v = this.config.vocabSize;
     let all: HostBuffer | undefined;
+    let allDevice: Allocation | undefined;
     let allT: Tensor | undefined;
-    if (options.allLogits) {
-      all = HostBuffer.alloc(tokens * v * 4);
-      allT = new Tensor({ ptr: all.ptr, dtype: 'f32', shape: [tokens, v], device: 'cpu' });
-    }
     try {
-      const shape = { tokens, seqs };
-      const forward = () =>
-        this.model.forward(this.stream, ws, this.kvCache, this.#cosSin, shape, allT);
-      // On CPU a step's ~100 kernels replay as one captured graph per batch shape; the per-token
-      // logits output (allT) is a fresh buffer each call, so those steps run eagerly.
-      if (allT === undefined && this.stream.device.kind === 'cpu') {
-        ws.graph(this.stream, `${tokens}x${seqs}`, forward).launch(this.stream);
+      if (options.allLogits) {
+        all = HostBuffer.alloc(tokens * v * 4, cuda ? { device: s.device } : {});
+        if (cuda) {
+          allDevice = this.#allocator.alloc(tokens * v * 4, {
+            tag: 'activations',
+            owner: 'logits.all',
+          });
+          allT = allDevice.tensor('f32', [tokens, v]);
+        } else {
+          allT = new Tensor({ ptr: all.ptr, dtype: 'f32', shape: [tokens, v], device: 'cpu' });
+        }
+      }
+      const shape = { tokens: pad ?? tokens, seqs: rows };
+      const fwd =
+        pad === undefined ? this.#scratch.options : { ...this.#scratch.options, decode: true };
+      const forward = () => this.model.forward(s, ws, this.kvCache, this.#cosSin, shape, allT, fwd);
+      if (allT !== undefined) {
+        // The per-token logits output is a fresh buffer each call: such steps run eagerly.
+        forward();
+      } else if (!cuda) {
+        // On CPU a step's ~100 kernels replay as one captured graph per batch shape.
+        ws.graph(s, `${tokens}x${n}`, forward).launch(s);
+      } else if (pad !== undefined && this.useGraphs) {
+        const key = `decode${pad}`;
+        if (!ws.hasGraph(key)) forward(); // first use: modules, handles and plans load outside capture
+        ws.graph(s, key, forward).launch(s);
       } else {
         forward();
       }
-      this.stream.copy(ws.hostLogits.ptr, ws.logits.ptr, seqs * v * 4);
-      await this.stream.synchronize(
-        options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },
-      );
-      const logits = ws.hostView(ws.hostLogits, Float32Array).slice(0, seqs * v);
-      return all ? { logits, allLogits: new Float32Array(all.buffer.slice(0)) } : { logits };
+      const lastLogits = ws.logits.slice(0, 0, n);
+      if (options.sample !== undefined) this.#sampler.enqueue(s, lastLogits, options.sample);
+      const wantLogits = options.sample === undefined || options.logits === true;
+      if (wantLogits) s.copy(ws.hostLogits.ptr, ws.logits.ptr, n * v * 4);
+      if (allDevice) s.copy(all!.ptr, allDevice.ptr, tokens * v * 4);
+      await s.synchronize(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs });
+      const result: ExecuteResult = {
+        logits: wantLogits
+          ? ws.hostView(ws.hostLogits, Float32Array).slice(0, n * v)
+          : new Float32Array(0),
+      };
+      if (all) result.allLogits = new Float32Array(all.buffer.slice(0));
+      if (options.sample !== undefined) result.sampled = this.#sampler.read(options.sample);
+      return result;
     } finally {
+      if (allDevice) {
+        // Only reached with the stream idle (synchronized above) or with the step failed.
+        await s.synchronize().catch(() => undefined);
+        this.#allocator.free(allDevice);
+      }
       all?.dispose();
     }
-  }
-
-  #validate(batch: readonly SequenceStep[]): number {
-    if (!Array.isArray(batch) || batch.length === 0)
-      throw new InvalidArgumentError('batch', 'a non-empty array of SequenceStep', batch);
-    const bs = this.kvCache.blockSize;
-    let tokens = 0;
-    batch.forEach((s, i) => {
-      const at = `batch[${i}]`;
-      if (!Array.isArray(s?.tokens) || s.tokens.length === 0)
-        throw new InvalidArgumentError(`${at}.tokens`, 'a non-empty array of token ids', s?.tokens);
-      s.tokens.forEach((id: number, j: number) => {
-        if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
-          throw new InvalidArgumentError(
-            `${at}.tokens[${j}]`,
-            `a token id in [0, ${this.config.vocabSize})`,
-            id,
-          );
-        }
-      });
-      if (
-        !Number.isInteger(s.contextLength) ||
-        s.contextLength < s.tokens.length ||
-        s.contextLength > this.maxModelLen
-      ) {
-        throw new InvalidArgumentError(
-          `${at}.contextLength`,
-          `an integer in [${s.tokens.length}, ${this.maxModelLen}] (tokens .. maxModelLen)`,
-          s.contextLength,
-        );
-      }
-      const need = Math.ceil(s.contextLength / bs);
-      if (!Array.isArray(s.blockTable) || s.blockTable.length < need) {
-        throw new InvalidArgumentError(
-          `${at}.blockTable`,
-          `at least ${need} block ids (contextLength ${s.contextLength} / blockSize ${bs})`,
-          s.blockTable?.length,
-        );
-      }
-      for (let j = 0; j < need; j++) {
-        const blk = s.blockTable[j];
-        if (!Number.isInteger(blk) || blk! < 0 || blk! >= this.kvCache.numBlocks) {
-          throw new InvalidArgumentError(
-            `${at}.blockTable[${j}]`,
-            `a block id in [0, ${this.kvCache.numBlocks})`,
-            blk,
-          );
-        }
-      }
-      tokens += s.tokens.length;
-    });
-    return tokens;
   }
 
   #workspace(tokens: number, seqs: number): Workspace {
     const t = bucket(tokens, 16);
     const b = bucket(seqs, 4);
-    const key = `${t}x${b}`;
+    return this.#plan(`${t}x${b}`, t, b);
+  }
+
+  // One workspace of the largest bucket serves every decode bucket (graphs use its first rows).
+  #decodeWorkspace(): Workspace {
+    const b = this.graphBuckets[this.graphBuckets.length - 1]!;
+    return this.#plan('decode', b, b, this.graphBuckets.length);
+  }
+
+  #plan(key: string, tokens: number, seqs: number, maxGraphs?: number): Workspace {
     let ws = this.#workspaces.get(key);
     if (!ws) {
       const c = this.config;
       ws = new Workspace(this.#allocator, {
-        tokens: t,
-        seqs: b,
+        tokens,
+        seqs,
         maxBlocksPerSeq: Math.ceil(this.maxModelLen / this.kvCache.blockSize),
         hidden: c.hiddenSize,
         qWidth: c.numHeads * c.headDim,
         kvWidth: c.numKvHeads * c.headDim,
         intermediate: c.intermediateSize,
         vocab: c.vocabSize,
+        dtype: this.kvCache.dtype,
+        ...(maxGraphs === undefined ? {} : { maxGraphs }),
       });
       this.#workspaces.set(key, ws);
     }
     return ws;
   }
 
-  // Writes the step's inputs into host staging; the stream reads them when the kernels run.
-  #stage(ws: Workspace, batch: readonly SequenceStep[]): void {
-    const ids = ws.hostView(ws.ids, Int32Array);
-    const pos = ws.hostView(ws.positions, Int32Array);
-    const slots = ws.hostView(ws.slots, BigInt64Array);
-    const tables = ws.hostView(ws.blockTables, Int32Array);
-    const seqLens = ws.hostView(ws.seqLens, Int32Array);
-    const qsl = ws.hostView(ws.queryStartLoc, Int32Array);
-    const last = ws.hostView(ws.lastIndex, Int32Array);
-    const bs = this.kvCache.blockSize;
-    const mb = ws.shape.maxBlocksPerSeq;
-    let t = 0;
-    qsl[0] = 0;
-    batch.forEach((s, b) => {
-      const start = s.contextLength - s.tokens.length;
-      s.tokens.forEach((id: number, j: number) => {
-        const p = start + j;
-        ids[t] = id;
-        pos[t] = p;
-        slots[t] = BigInt(s.blockTable[Math.floor(p / bs)]! * bs + (p % bs));
-        t++;
-      });
-      tables.fill(0, b * mb, (b + 1) * mb);
-      for (let j = 0; j < Math.min(mb, s.blockTable.length); j++)
-        tables[b * mb + j] = s.blockTable[j]!;
-      seqLens[b] = s.contextLength;
-      qsl[b + 1] = t;
-      last[b] = t - 1;
-    });
+  /** CUDA graphs captured so far (decode buckets used). */
+  get graphCount(): number {
+    let n = 0;
+    if (this.stream.device.kind !== 'cuda') return 0;
+    for (const ws of this.#workspaces.values()) n += ws.graphCount;
+    return n;
   }
 
-  /** Frees the KV cache, workspaces and rotary table. Waits for queued steps first. */
+  /** Frees the KV cache, workspaces, scratch and rotary table. Waits for queued steps first. */
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     await this.#queue;
@@ -281,7 +346,9 @@ export class ModelRunner {
     this.#disposed = true;
     for (const ws of this.#workspaces.values()) ws.dispose();
     this.#workspaces.clear();
+    this.#sampler.dispose();
     this.kvCache.dispose();
+    for (const a of this.#scratch.allocations) this.#allocator.free(a);
     this.#allocator.free(this.#rope);
     this.#allocator.unregisterStream(this.stream);
   }

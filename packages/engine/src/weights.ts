@@ -110,8 +110,8 @@ export async function loadWeights(
   options: LoadWeightsOptions,
 ): Promise<WeightStore> {
   const { allocator, dtype } = options;
-  if (dtype !== 'f32' && dtype !== 'bf16') {
-    throw new InvalidArgumentError('options.dtype', '"f32" or "bf16"', dtype);
+  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') {
+    throw new InvalidArgumentError('options.dtype', '"f32", "bf16" or "f16"', dtype);
   }
   const tp = checkTensorParallel(options.tp ?? { rank: 0, size: 1 }, config);
   const onProgress =

@@ -3,7 +3,6 @@ import {
   embedding,
   matmul,
   pagedAttention,
-  reshapeAndCache,
   rmsNorm,
   rotaryEmbedding,
   siluAndMul,
@@ -41,6 +40,19 @@ interface LayerWeights {
 export interface ForwardShape {
   tokens: number;
   seqs: number;
+}
+
+/**
+ * Per-runner scratch and kernel choices of a forward (CUDA; the CPU kernels ignore them). The
+ * scratch is persistent memory shared by every step of a runner: CUDA graphs capture its address.
+ */
+export interface ForwardOptions {
+  /** cuBLASLt's workspace (MATMUL_WORKSPACE_BYTES). */
+  matmulWorkspace?: Tensor;
+  /** Split-KV decode partials (pagedAttentionWorkspaceBytes). */
+  attentionWorkspace?: Tensor;
+  /** true: every sequence has one token (the split-KV decode kernel); default: the kernel decides. */
+  decode?: boolean;
 }
 
 function checked(weights: WeightSource, name: string, shape: number[]): Tensor {
@@ -149,6 +161,11 @@ export class DecoderModel {
     });
   }
 
+  /** Element type of the weights, and so of the activations on CUDA. */
+  get dtype(): Tensor['dtype'] {
+    return this.#embed.dtype;
+  }
+
   /**
    * Bytes of weights one decode step streams: every matrix and norm once, lm_head included (also
    * when it is tied to the embedding: the product reads the whole table), the embedding lookup
@@ -166,8 +183,8 @@ export class DecoderModel {
 
   /**
    * Enqueues one forward pass. The workspace's staging tensors hold the step's inputs. Writes
-   * logits of each sequence's last token to ws.logits rows [0, B); with `allLogits` ([T, V] f32),
-   * the logits of every token there too (tests).
+   * logits of each sequence's last token to ws.logits rows [0, B); with `allLogits` ([T, V] f32 on
+   * the stream's device), the logits of every token there too (tests, prompt logprobs).
    */
   forward(
     stream: Stream,
@@ -176,6 +193,7 @@ export class DecoderModel {
     cosSin: Tensor,
     shape: ForwardShape,
     allLogits?: Tensor,
+    options: ForwardOptions = {},
   ): void {
     const c = this.config;
     const { tokens: t, seqs: b } = shape;
@@ -204,7 +222,12 @@ export class DecoderModel {
       seqLens: ws.seqLens.slice(0, 0, b),
       queryStartLoc: ws.queryStartLoc.slice(0, 0, b + 1),
       scale: 1 / Math.sqrt(c.headDim),
+      ...(options.attentionWorkspace ? { workspace: options.attentionWorkspace } : {}),
+      ...(options.decode === undefined ? {} : { decode: options.decode }),
     };
+    const mm = options.matmulWorkspace ? { workspace: options.matmulWorkspace } : {};
+    const linear = (out: Tensor, x: Tensor, lin: Linear) =>
+      matmul(stream, out, x, lin.w, lin.bias ? { ...mm, bias: lin.bias } : mm);
     const eps = c.rmsNormEps;
     const im = c.intermediateSize;
     const rope = { headDim: c.headDim, rotaryDim: c.headDim, neox: this.spec.neoxRotary };
@@ -217,15 +240,11 @@ export class DecoderModel {
       else rmsNorm(stream, normed, hidden, l.inputNorm, { eps, residual });
       const { q, k, v } = l.qkv ? fused : separate;
       if (l.qkv) {
-        matmul(stream, qkvOut, normed, l.qkv.w, l.qkv.bias ? { bias: l.qkv.bias } : {});
+        linear(qkvOut, normed, l.qkv);
       } else {
-        for (const [out, lin] of [
-          [q, l.q],
-          [k, l.k],
-          [v, l.v],
-        ] as const) {
-          matmul(stream, out, normed, lin.w, lin.bias ? { bias: lin.bias } : {});
-        }
+        linear(q, normed, l.q);
+        linear(k, normed, l.k);
+        linear(v, normed, l.v);
       }
       if (l.qNorm && l.kNorm) {
         const qh = q.reshape([t * c.numHeads, c.headDim]);
@@ -233,25 +252,26 @@ export class DecoderModel {
         rmsNorm(stream, qh, qh, l.qNorm, { eps });
         rmsNorm(stream, kh, kh, l.kNorm, { eps });
       }
-      rotaryEmbedding(stream, positions, q, k, cosSin, rope);
-      reshapeAndCache(stream, k, v, kv.keys[i]!, kv.values[i]!, slots);
+      // Rotary with the KV write fused in (one kernel on CUDA; rotary then the write on the CPU).
+      const cache = { v, kCache: kv.keys[i]!, vCache: kv.values[i]!, slotMapping: slots };
+      rotaryEmbedding(stream, positions, q, k, cosSin, { ...rope, cache });
       pagedAttention(stream, attn, q, kv.keys[i]!, kv.values[i]!, meta);
-      matmul(stream, hidden, attn, l.o.w, l.o.bias ? { bias: l.o.bias } : {});
+      linear(hidden, attn, l.o);
       rmsNorm(stream, normed, hidden, l.postNorm, { eps, residual });
       if (l.gateUp) {
-        matmul(stream, gateUp, normed, l.gateUp);
+        matmul(stream, gateUp, normed, l.gateUp, mm);
       } else {
-        matmul(stream, gateUp.slice(1, 0, im), normed, l.gate);
-        matmul(stream, gateUp.slice(1, im, 2 * im), normed, l.up);
+        matmul(stream, gateUp.slice(1, 0, im), normed, l.gate, mm);
+        matmul(stream, gateUp.slice(1, im, 2 * im), normed, l.up, mm);
       }
       siluAndMul(stream, act, gateUp);
-      matmul(stream, hidden, act, l.down);
+      matmul(stream, hidden, act, l.down, mm);
     });
     rmsNorm(stream, normed, hidden, this.#finalNorm, { eps, residual });
     // Gather each sequence's last token (the embedding kernel is a row gather), then lm_head.
     const last = ws.lastHidden.slice(0, 0, b);
     embedding(stream, last, normed, ws.lastIndex.slice(0, 0, b));
-    matmul(stream, ws.logits.slice(0, 0, b), last, this.#lmHead);
-    if (allLogits) matmul(stream, allLogits, normed, this.#lmHead);
+    matmul(stream, ws.logits.slice(0, 0, b), last, this.#lmHead, mm);
+    if (allLogits) matmul(stream, allLogits, normed, this.#lmHead, mm);
   }
 }

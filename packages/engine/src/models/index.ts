@@ -1,6 +1,6 @@
 export type { ArchitectureSpec, WeightSource } from './architecture.js';
 export { layerWeightNames } from './architecture.js';
-export { DecoderModel, type ForwardShape } from './decoder.js';
+export { DecoderModel, type ForwardOptions, type ForwardShape } from './decoder.js';
 export { KvCache, type KvCacheOptions } from './kv-cache.js';
 export {
   checkpointShapes,

@@ -1,4 +1,4 @@
-import type { Tensor } from '@x/core';
+import { type DType, dtypeSize, type Tensor } from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
 
 /** Options of {@link KvCache.create}. */
@@ -10,16 +10,21 @@ export interface KvCacheOptions {
   numBlocks: number;
   /** Tokens per block; 16 by default. */
   blockSize?: number;
+  /** Element type: the activations' (f32 on the CPU, bf16/f16 on CUDA). Default f32. */
+  dtype?: DType;
 }
 
 /**
  * The paged KV cache: per layer a key and a value tensor [numBlocks, blockSize, numKvHeads,
- * headDim] f32 under the `kv_cache` tag (discarded by sleep; the scheduler must reset its prefix
+ * headDim] (the activations' dtype) under the `kv_cache` tag (discarded by sleep; the scheduler must reset its prefix
  * cache then). Block b of every layer belongs to the same sequence positions.
  */
 export class KvCache {
   readonly numBlocks: number;
   readonly blockSize: number;
+  readonly dtype: DType;
+  /** Device bytes of every layer's K and V. */
+  readonly bytes: number;
   readonly keys: readonly Tensor[];
   readonly values: readonly Tensor[];
   readonly #allocations: Allocation[];
@@ -31,6 +36,7 @@ export class KvCache {
     keys: Tensor[],
     values: Tensor[],
     o: Required<KvCacheOptions>,
+    bytes: number,
   ) {
     this.#allocator = allocator;
     this.#allocations = allocations;
@@ -38,13 +44,15 @@ export class KvCache {
     this.values = values;
     this.numBlocks = o.numBlocks;
     this.blockSize = o.blockSize;
+    this.dtype = o.dtype;
+    this.bytes = bytes;
   }
 
   /** Allocates the cache of every layer. */
   static create(allocator: Allocator, options: KvCacheOptions): KvCache {
-    const o = { blockSize: 16, ...options };
+    const o = { blockSize: 16, dtype: 'f32' as DType, ...options };
     const shape = [o.numBlocks, o.blockSize, o.numKvHeads, o.headDim];
-    const bytes = shape.reduce((a, b) => a * b, 1) * 4;
+    const bytes = shape.reduce((a, b) => a * b, 1) * dtypeSize(o.dtype);
     const allocations: Allocation[] = [];
     const keys: Tensor[] = [];
     const values: Tensor[] = [];
@@ -52,10 +60,10 @@ export class KvCache {
       const k = allocator.alloc(bytes, { tag: 'kv_cache', owner: `kv.k[${l}]` });
       const v = allocator.alloc(bytes, { tag: 'kv_cache', owner: `kv.v[${l}]` });
       allocations.push(k, v);
-      keys.push(k.tensor('f32', shape));
-      values.push(v.tensor('f32', shape));
+      keys.push(k.tensor(o.dtype, shape));
+      values.push(v.tensor(o.dtype, shape));
     }
-    return new KvCache(allocator, allocations, keys, values, o);
+    return new KvCache(allocator, allocations, keys, values, o, 2 * o.numLayers * bytes);
   }
 
   /** Frees every layer's cache (the streams using it must be idle). */

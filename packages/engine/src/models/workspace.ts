@@ -1,4 +1,4 @@
-import { HostBuffer, type Stream, Tensor } from '@x/core';
+import { CudaGraph, type DType, dtypeSize, HostBuffer, type Stream, Tensor } from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
 import { CpuGraph } from '@x/kernels';
 
@@ -12,9 +12,13 @@ export interface WorkspaceShape {
   kvWidth: number;
   intermediate: number;
   vocab: number;
+  /** Element type of the activations: f32 on the CPU, bf16 or f16 on CUDA. Default f32. */
+  dtype?: DType;
+  /** Captured graphs kept (the oldest is dropped past this); default 32. */
+  maxGraphs?: number;
 }
 
-const ALIGN = 64; // bytes: every buffer starts on a cache line
+const ALIGN = 256; // bytes: every buffer starts on a cache line (and a GPU memory segment)
 
 /** Captured forwards kept per workspace (one per exact batch shape; the oldest is dropped). */
 const MAX_GRAPHS = 32;
@@ -26,14 +30,25 @@ export function bucket(n: number, min: number): number {
   return b;
 }
 
+/** A captured forward: a CpuGraph on the CPU, a CudaGraph on CUDA. */
+interface Graph {
+  launch(stream: Stream): void;
+  dispose(): void;
+}
+
 /**
  * The activations of one forward pass, planned once per shape bucket: one allocation under the
- * `activations` tag, carved into fixed tensors (addresses stay put, as CUDA graphs will need), plus
- * host staging for the step's inputs (ids, positions, slots, block tables) and the logits read
- * back. Tensors cover the bucket; the forward slices the rows a batch uses.
+ * `activations` tag, carved into fixed tensors (addresses stay put, as CUDA graphs need), plus the
+ * step's inputs (ids, positions, slots, block tables, sequence lengths, query starts, last-token
+ * rows) and the logits read back. Tensors cover the bucket; the forward slices the rows it uses.
+ *
+ * Inputs: JS writes them into host staging (`stagingView`). On the CPU the kernels read that
+ * staging directly. On CUDA the staging is pinned and `upload` copies it in one transfer to a
+ * device mirror under the `meta` tag (kept across sleep, never moved), which the kernels — and the
+ * CUDA graphs captured over this workspace — read; `inputs` names the tensors the kernels read.
  */
 export class Workspace {
-  readonly shape: WorkspaceShape;
+  readonly shape: Required<WorkspaceShape>;
   readonly hidden: Tensor;
   readonly residual: Tensor;
   readonly normed: Tensor;
@@ -46,8 +61,9 @@ export class Workspace {
   readonly gateUp: Tensor;
   readonly act: Tensor;
   readonly lastHidden: Tensor;
+  /** [B, V] f32 on the device. */
   readonly logits: Tensor;
-  /** Host staging: inputs written by JS before the step, logits read after it. */
+  /** The step's inputs where the kernels read them (host staging on the CPU, its device mirror on CUDA). */
   readonly ids: Tensor;
   readonly positions: Tensor;
   readonly slots: Tensor;
@@ -55,36 +71,44 @@ export class Workspace {
   readonly seqLens: Tensor;
   readonly queryStartLoc: Tensor;
   readonly lastIndex: Tensor;
+  /** [B, V] f32 in host memory (pinned on CUDA): where the logits are read back. */
   readonly hostLogits: Tensor;
   readonly #allocation: Allocation;
+  readonly #inputsDevice: Allocation | undefined;
   readonly #allocator: Allocator;
   readonly #staging: HostBuffer;
-  readonly #graphs = new Map<string, CpuGraph>();
+  readonly #inputBytes: number;
+  /** Offsets of each input in the staging (and its device mirror). */
+  readonly #inputOffsets: Record<string, number>;
+  readonly #graphs = new Map<string, Graph>();
 
   constructor(allocator: Allocator, shape: WorkspaceShape) {
-    this.shape = shape;
+    const s = { ...shape, dtype: shape.dtype ?? 'f32', maxGraphs: shape.maxGraphs ?? MAX_GRAPHS };
+    this.shape = s;
     this.#allocator = allocator;
-    const { tokens: t, seqs: b, hidden: h } = shape;
-    const plan: Array<[string, 'f32', number[]]> = [
-      ['hidden', 'f32', [t, h]],
-      ['residual', 'f32', [t, h]],
-      ['normed', 'f32', [t, h]],
-      ['q', 'f32', [t, shape.qWidth]],
-      ['k', 'f32', [t, shape.kvWidth]],
-      ['v', 'f32', [t, shape.kvWidth]],
-      ['attn', 'f32', [t, shape.qWidth]],
-      ['gateUp', 'f32', [t, 2 * shape.intermediate]],
-      ['act', 'f32', [t, shape.intermediate]],
-      ['lastHidden', 'f32', [b, h]],
-      ['logits', 'f32', [b, shape.vocab]],
-      ['qkv', 'f32', [t, shape.qWidth + 2 * shape.kvWidth]],
+    const device = allocator.device;
+    const cuda = device.kind === 'cuda';
+    const { tokens: t, seqs: b, hidden: h, dtype } = s;
+    const plan: Array<[DType, number[]]> = [
+      [dtype, [t, h]], // hidden
+      [dtype, [t, h]], // residual
+      [dtype, [t, h]], // normed
+      [dtype, [t, s.qWidth]], // q
+      [dtype, [t, s.kvWidth]], // k
+      [dtype, [t, s.kvWidth]], // v
+      [dtype, [t, s.qWidth]], // attn
+      [dtype, [t, 2 * s.intermediate]], // gateUp
+      [dtype, [t, s.intermediate]], // act
+      [dtype, [b, h]], // lastHidden
+      ['f32', [b, s.vocab]], // logits
+      [dtype, [t, s.qWidth + 2 * s.kvWidth]], // qkv
     ];
-    const { offsets, total } = layout(plan.map(([, , s]) => s.reduce((x, y) => x * y, 1) * 4));
+    const { offsets, total } = layout(plan.map(([d, sh]) => numel(sh) * dtypeSize(d)));
     this.#allocation = allocator.alloc(total, {
       tag: 'activations',
       owner: `workspace[${t}x${b}]`,
     });
-    const dev = plan.map(([, dtype, s], i) => this.#allocation.tensor(dtype, s, offsets[i]));
+    const dev = plan.map(([d, sh], i) => this.#allocation.tensor(d, sh, offsets[i]));
     [this.hidden, this.residual, this.normed, this.q, this.k, this.v, this.attn] = dev as [
       Tensor,
       Tensor,
@@ -100,28 +124,30 @@ export class Workspace {
     this.logits = dev[10]!;
     this.qkv = dev[11]!;
 
-    const mb = shape.maxBlocksPerSeq;
-    const host: Array<[string, 'i32' | 'i64' | 'f32', number[], number]> = [
-      ['ids', 'i32', [t], 4],
-      ['positions', 'i32', [t], 4],
-      ['slots', 'i64', [t], 8],
-      ['blockTables', 'i32', [b, mb], 4],
-      ['seqLens', 'i32', [b], 4],
-      ['queryStartLoc', 'i32', [b + 1], 4],
-      ['lastIndex', 'i32', [b], 4],
-      ['hostLogits', 'f32', [b, shape.vocab], 4],
+    const mb = s.maxBlocksPerSeq;
+    const inputs: Array<[string, 'i32' | 'i64', number[]]> = [
+      ['ids', 'i32', [t]],
+      ['positions', 'i32', [t]],
+      ['slots', 'i64', [t]],
+      ['blockTables', 'i32', [b, mb]],
+      ['seqLens', 'i32', [b]],
+      ['queryStartLoc', 'i32', [b + 1]],
+      ['lastIndex', 'i32', [b]],
     ];
-    const hl = layout(host.map(([, , s, size]) => s.reduce((x, y) => x * y, 1) * size));
-    this.#staging = HostBuffer.alloc(hl.total);
-    const st = host.map(
-      ([, dtype, s], i) =>
-        new Tensor({
-          ptr: this.#staging.ptr + BigInt(hl.offsets[i]!),
-          dtype,
-          shape: s,
-          device: 'cpu',
-        }),
-    );
+    const il = layout(inputs.map(([, d, sh]) => numel(sh) * dtypeSize(d)));
+    this.#inputBytes = il.total;
+    const logitsBytes = b * s.vocab * 4;
+    this.#staging = HostBuffer.alloc(il.total + logitsBytes, cuda ? { device } : {});
+    this.#inputsDevice = cuda
+      ? allocator.alloc(il.total, { tag: 'meta', owner: `workspace[${t}x${b}].inputs` })
+      : undefined;
+    this.#inputOffsets = {};
+    const read = inputs.map(([name, d, sh], i) => {
+      this.#inputOffsets[name] = il.offsets[i]!;
+      return this.#inputsDevice
+        ? this.#inputsDevice.tensor(d, sh, il.offsets[i])
+        : this.#hostTensor(d, sh, il.offsets[i]!);
+    });
     [
       this.ids,
       this.positions,
@@ -130,16 +156,45 @@ export class Workspace {
       this.seqLens,
       this.queryStartLoc,
       this.lastIndex,
-    ] = st as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
-    this.hostLogits = st[7]!;
+    ] = read as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
+    this.hostLogits = this.#hostTensor('f32', [b, s.vocab], il.total);
   }
 
-  /** A typed-array view of a host staging tensor (JS writes inputs here before the step). */
+  /** Host bytes of the staging and its device mirror (the inputs one `upload` moves). */
+  get inputBytes(): number {
+    return this.#inputBytes;
+  }
+
+  /** A typed-array view of one input's host staging (JS writes the step's inputs here). */
+  stagingView<T extends Int32Array | BigInt64Array>(
+    input:
+      | 'ids'
+      | 'positions'
+      | 'slots'
+      | 'blockTables'
+      | 'seqLens'
+      | 'queryStartLoc'
+      | 'lastIndex',
+    ctor: { new (b: ArrayBuffer, off: number, len: number): T },
+  ): T {
+    return new ctor(this.#staging.buffer, this.#inputOffsets[input]!, this[input].numel);
+  }
+
+  /** A typed-array view of a host tensor of this workspace (`hostLogits`). */
   hostView<T extends Int32Array | BigInt64Array | Float32Array>(
     t: Tensor,
     ctor: { new (b: ArrayBuffer, off: number, len: number): T },
   ): T {
     return new ctor(this.#staging.buffer, Number(t.ptr - this.#staging.ptr), t.numel);
+  }
+
+  /**
+   * CUDA: enqueues the copy of the staged inputs to their device mirror on `stream` (the only
+   * host→device traffic of a step). The CPU reads the staging directly: nothing to do.
+   */
+  upload(stream: Stream): void {
+    if (this.#inputsDevice)
+      stream.copy(this.#inputsDevice.ptr, this.#staging.ptr, this.#inputBytes);
   }
 
   /** True when a batch of `tokens` tokens and `seqs` sequences fits this plan. */
@@ -148,16 +203,20 @@ export class Workspace {
   }
 
   /**
-   * The forward of one exact batch shape (`key`) captured as a CpuGraph on `stream`: captured by
-   * `record` the first time, replayed after. Valid because every tensor a forward touches has a
-   * fixed address: this workspace, the KV cache, the weights and the rotary table.
+   * The forward of one batch shape (`key`) captured on `stream` — a CpuGraph on the CPU, a
+   * CudaGraph on CUDA — by `record` the first time, replayed after. Valid because every tensor a
+   * forward touches has a fixed address for the graph's life (DESIGN.md rule 3): this workspace
+   * and its input mirror, the KV cache, the weights, the rotary table and the runner's scratch.
    */
-  graph(stream: Stream, key: string, record: () => void): CpuGraph {
+  graph(stream: Stream, key: string, record: () => void): Graph {
     let g = this.#graphs.get(key);
     if (g === undefined) {
-      g = CpuGraph.capture(stream, record);
-      if (this.#graphs.size >= MAX_GRAPHS) {
-        const [oldest, old] = this.#graphs.entries().next().value as [string, CpuGraph];
+      g =
+        stream.device.kind === 'cuda'
+          ? CudaGraph.capture(stream, record)
+          : CpuGraph.capture(stream, record);
+      if (this.#graphs.size >= this.shape.maxGraphs) {
+        const [oldest, old] = this.#graphs.entries().next().value as [string, Graph];
         old.dispose(); // launches already enqueued keep their reference
         this.#graphs.delete(oldest);
       }
@@ -166,13 +225,37 @@ export class Workspace {
     return g;
   }
 
-  /** Frees the activations and the staging (the stream must be idle). */
+  /** True when the forward of `key` has been captured. */
+  hasGraph(key: string): boolean {
+    return this.#graphs.has(key);
+  }
+
+  /** Number of captured graphs (tests, logs). */
+  get graphCount(): number {
+    return this.#graphs.size;
+  }
+
+  /** Frees the activations, the input mirror and the staging (the stream must be idle). */
   dispose(): void {
     for (const g of this.#graphs.values()) g.dispose();
     this.#graphs.clear();
     this.#allocator.free(this.#allocation);
+    if (this.#inputsDevice) this.#allocator.free(this.#inputsDevice);
     this.#staging.dispose();
   }
+
+  #hostTensor(dtype: DType, shape: number[], offset: number): Tensor {
+    return new Tensor({
+      ptr: this.#staging.ptr + BigInt(offset),
+      dtype,
+      shape,
+      device: 'cpu',
+    });
+  }
+}
+
+function numel(shape: readonly number[]): number {
+  return shape.reduce((x, y) => x * y, 1);
 }
 
 function layout(sizes: number[]): { offsets: number[]; total: number } {
