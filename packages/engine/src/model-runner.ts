@@ -233,8 +233,10 @@ export class ModelRunner {
     const s = this.stream;
     const cuda = s.device.kind === 'cuda';
     // A pure decode batch on CUDA is padded to its bucket, eagerly too, so that a replay and an
-    // eager run of the same batch compute exactly the same thing.
-    const pad = cuda && tokens === n ? this.graphBuckets.find((b) => b >= n) : undefined;
+    // eager run of the same batch compute exactly the same thing. (Steps that return every
+    // token's logits run eagerly at their own size.)
+    const decode = cuda && tokens === n && options.allLogits !== true;
+    const pad = decode ? this.graphBuckets.find((b) => b >= n) : undefined;
     const rows = pad ?? n;
     const ws = pad === undefined ? this.#workspace(tokens, n) : this.#decodeWorkspace();
     stageInputs(ws, batch, this.kvCache.blockSize, rows);

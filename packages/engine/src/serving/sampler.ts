@@ -1,6 +1,7 @@
-import { HostBuffer, type Stream, Tensor } from '@x/core';
+import { type Device, HostBuffer, type Stream, Tensor } from '@x/core';
 import { type SamplingRow, sample } from '@x/kernels';
 import type { SampledTokens, TokenLogprobs } from '@x/scheduler';
+import type { SampleRequest, StepSamples } from '../model-runner.js';
 import type { ScheduledRow } from './request-states.js';
 import { usesPenalties } from './sampling-params.js';
 
@@ -73,7 +74,7 @@ export class Sampler {
     });
     const t = (dtype: 'f32' | 'i32', off: number, shape: number[]) =>
       new Tensor({ ptr: buf.ptr + BigInt(off * 4), dtype, shape, device: 'cpu' });
-    const samplingRows = picked.map((i) => this.#row(rows[i]!));
+    const samplingRows = picked.map((i) => this.samplingRow(rows[i]!));
     sample(this.stream, t('f32', offLogits, [s, v]), samplingRows, {
       sampled: t('i32', offSampled, [s]),
       ...(wantLogprobs
@@ -104,7 +105,46 @@ export class Sampler {
     });
   }
 
-  #row(r: ScheduledRow): SamplingRow {
+  /**
+   * On a CUDA device the step samples on the GPU, inside ModelRunner.execute (only sampled ids
+   * cross to the host): the `sample` option for these rows. On the CPU: nothing (see `sample`).
+   */
+  deviceRequest(rows: readonly ScheduledRow[], device: Device): { sample?: SampleRequest } {
+    if (device.kind !== 'cuda' || !rows.some((r) => r.sample)) return {};
+    const numTop = Math.max(0, ...rows.map((r) => (r.sample ? (r.state.logprobs ?? 0) : 0)));
+    return {
+      sample: {
+        rows: rows.map((r) => (r.sample ? this.samplingRow(r) : null)),
+        logprobs: rows.some((r) => r.sample && r.state.logprobs !== null),
+        topLogprobs: numTop,
+      },
+    };
+  }
+
+  /** The sampled tokens of a step sampled on the device (`deviceRequest`), per sampling row. */
+  fromDevice(rows: readonly ScheduledRow[], s: StepSamples): SampledTokens[] {
+    const out: SampledTokens[] = [];
+    const numTop = s.topIds === undefined ? 0 : s.topIds.length / rows.length;
+    rows.forEach((r, i) => {
+      if (!r.sample) return;
+      const state = r.state;
+      const one: SampledTokens = { requestId: state.requestId, tokenIds: [s.tokenIds[i]!] };
+      if (state.logprobs !== null) {
+        const lp: TokenLogprobs = { logprob: s.logprobs![i]!, rank: s.ranks![i]! };
+        const n = state.logprobs;
+        if (n > 0) {
+          lp.topTokenIds = Array.from(s.topIds!.subarray(i * numTop, i * numTop + n));
+          lp.topLogprobs = Array.from(s.topLogprobs!.subarray(i * numTop, i * numTop + n));
+        }
+        one.logprobs = [lp];
+      }
+      out.push(one);
+    });
+    return out;
+  }
+
+  /** The kernel sampler's parameters for one scheduled row (seed, step, penalties, masks). */
+  samplingRow(r: ScheduledRow): SamplingRow {
     const { sampler: p, index } = r.state;
     const row: SamplingRow = {
       temperature: p.temperature,

@@ -88,11 +88,18 @@ export class Worker {
         return { stepId: step.stepId, sampled: [] };
       }
       const wantPrompt = rows.some(wantsPromptLogprobs);
-      const { logits, allLogits } = await this.runner.execute(rows.map(sequenceStep), {
+      // On CUDA the runner samples on the GPU (only sampled ids come back); on the CPU the Sampler
+      // samples the returned logits on its own stream.
+      const onDevice = this.sampler.deviceRequest(rows, this.runner.stream.device);
+      const out = await this.runner.execute(rows.map(sequenceStep), {
         timeoutMs: this.#timeoutMs,
         ...(wantPrompt ? { allLogits: true } : {}),
+        ...onDevice,
       });
-      const sampled = await this.sampler.sample(rows, logits, this.#timeoutMs);
+      const { logits, allLogits } = out;
+      const sampled = out.sampled
+        ? this.sampler.fromDevice(rows, out.sampled)
+        : await this.sampler.sample(rows, logits, this.#timeoutMs);
       const byId = new Map(rows.map((r) => [r.state.requestId, r.state]));
       for (const s of sampled) this.states.recordSampled(byId.get(s.requestId)!, s.tokenIds[0]!);
       if (!wantPrompt) return { stepId: step.stepId, sampled };
