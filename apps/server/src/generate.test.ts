@@ -185,6 +185,13 @@ describe('x generate: errors a user can act on', () => {
     expect(r.stderr).toContain("required option '--max-tokens <n>' not specified");
   });
 
+  it('refuses a dtype the device cannot compute in, naming the choices', () => {
+    const r = run(['--model', model, '--prompt', 'a', '--max-tokens', '1', '--dtype', 'f16']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('--dtype');
+    expect(r.stderr).toContain('"f32" or "bf16" on the CPU');
+  });
+
   it('names a missing model directory', () => {
     const r = run(['--model', '/nonexistent/model', '--prompt', 'a', '--max-tokens', '1']);
     expect(r.status).toBe(1);

@@ -1,4 +1,4 @@
-import { HostBuffer, InvalidArgumentError, parseDevice, Stream, Tensor } from '@x/core';
+import { InvalidArgumentError, parseDevice, Stream } from '@x/core';
 import { Allocator } from '@x/cumem';
 import {
   IncrementalDetokenizer,
@@ -7,7 +7,7 @@ import {
   ModelRunner,
   resolveModelDir,
 } from '@x/engine';
-import { type SamplingRow, sample } from '@x/kernels';
+import type { SamplingRow } from '@x/kernels';
 import type { Command } from 'commander';
 
 /** The flags of `x generate` as commander hands them over (strings until parsed). */
@@ -86,8 +86,8 @@ async function promptIds(flags: GenerateFlags, model: Model): Promise<number[]> 
 
 /**
  * Generates up to --max-tokens tokens for one prompt: prefill in chunks, then one decode step per
- * token, each sampled on the runner's stream with @x/kernels' sample (seeded per request: the same
- * --seed gives the same tokens). Stops at an EOS id unless --ignore-eos; like vLLM the EOS id is
+ * token, each sampled on the runner's device and stream with @x/kernels' sample (seeded per
+ * request: the same --seed gives the same tokens); on CUDA decode steps replay a CUDA graph. Stops at an EOS id unless --ignore-eos; like vLLM the EOS id is
  * kept in token_ids and special tokens are left out of the text.
  */
 async function generate(
@@ -101,8 +101,13 @@ async function generate(
     'an integer >= 1',
   )!;
   const device = parseDevice(flags.device, '--device');
-  if (flags.dtype !== undefined && flags.dtype !== 'f32' && flags.dtype !== 'bf16') {
-    throw new InvalidArgumentError('--dtype', '"f32" or "bf16"', flags.dtype);
+  const dtypes = device.kind === 'cuda' ? ['bf16', 'f16'] : ['f32', 'bf16'];
+  if (flags.dtype !== undefined && !dtypes.includes(flags.dtype)) {
+    throw new InvalidArgumentError(
+      '--dtype',
+      `${dtypes.map((d) => `"${d}"`).join(' or ')} on ${device.kind === 'cuda' ? 'CUDA' : 'the CPU'}`,
+      flags.dtype,
+    );
   }
   const seedFlag = number('seed', flags.seed, Number.isSafeInteger, 'an integer');
   const dir = resolveModelDir(flags.model);
@@ -110,11 +115,10 @@ async function generate(
   let model: Model | undefined;
   let runner: ModelRunner | undefined;
   const stream = Stream.create(device);
-  const host = { logits: undefined as HostBuffer | undefined, sampled: HostBuffer.alloc(4) };
   try {
     model = await loadModel(dir, {
       allocator,
-      ...(flags.dtype === undefined ? {} : { dtype: flags.dtype as 'f32' | 'bf16' }),
+      ...(flags.dtype === undefined ? {} : { dtype: flags.dtype as 'f32' | 'bf16' | 'f16' }),
     });
     const { config, tokenizer, generationDefaults: g } = model;
     // Command-line flags win over generation_config.json, whose values win over vLLM's defaults.
@@ -151,39 +155,30 @@ async function generate(
       numKvBlocks,
       blockSize: BLOCK_SIZE,
       maxModelLen: total,
+      maxNumSeqs: 1,
     });
     const blockTable = Array.from({ length: numKvBlocks }, (_, i) => i);
-    const v = config.vocabSize;
-    host.logits = HostBuffer.alloc(v * 4);
-    const logitsT = new Tensor({
-      ptr: host.logits.ptr,
-      dtype: 'f32',
-      shape: [1, v],
-      device: 'cpu',
-    });
-    const sampledT = new Tensor({ ptr: host.sampled.ptr, dtype: 'i32', shape: [1], device: 'cpu' });
-    const logitsView = new Float32Array(host.logits.buffer);
-    const sampledView = new Int32Array(host.sampled.buffer);
     const stop = new Set(flags.ignoreEos ? [] : config.eosTokenIds);
     if (!flags.ignoreEos && tokenizer.eosTokenId !== null) stop.add(tokenizer.eosTokenId);
     const detok = new IncrementalDetokenizer(tokenizer, prompt);
 
+    // Each step samples on the runner's device and stream: only the sampled id comes back.
+    const out: number[] = [];
+    const step = async (tokens: number[], contextLength: number, last: boolean) => {
+      const r = await runner!.execute([{ tokens, blockTable, contextLength }], {
+        sample: { rows: [last ? { ...row, step: out.length } : null] },
+      });
+      return r.sampled!.tokenIds[0]!;
+    };
     const t0 = performance.now();
-    let logits: Float32Array = new Float32Array(0);
+    let id = -1;
     for (let at = 0; at < prompt.length; at += PREFILL_CHUNK) {
       const end = Math.min(prompt.length, at + PREFILL_CHUNK);
-      ({ logits } = await runner.execute([
-        { tokens: prompt.slice(at, end), blockTable, contextLength: end },
-      ]));
+      id = await step(prompt.slice(at, end), end, end === prompt.length);
     }
     const t1 = performance.now();
-    const out: number[] = [];
     let finish: GenerateResult['finish_reason'] = 'length';
     for (;;) {
-      logitsView.set(logits);
-      sample(stream, logitsT, [{ ...row, step: out.length }], { sampled: sampledT });
-      await stream.synchronize();
-      const id = sampledView[0]!;
       out.push(id);
       const delta = await detok.push([id]);
       if (delta) onText(delta);
@@ -192,9 +187,7 @@ async function generate(
         break;
       }
       if (out.length === maxTokens) break;
-      ({ logits } = await runner.execute([
-        { tokens: [id], blockTable, contextLength: prompt.length + out.length },
-      ]));
+      id = await step([id], prompt.length + out.length, true);
     }
     const tail = await detok.flush();
     if (tail) onText(tail);
@@ -215,8 +208,6 @@ async function generate(
     // A failed stream already failed the run above; its error is the one to report.
     await stream.synchronize().catch(() => undefined);
     model?.dispose();
-    host.logits?.dispose();
-    host.sampled.dispose();
     stream.dispose();
     await allocator.dispose();
   }
@@ -232,8 +223,11 @@ export function registerGenerate(program: Command): void {
     .command('generate')
     .description('generate text for one prompt (no --model: the built-in demo model)')
     .option('--model <dir>', 'Hugging Face model directory (default: the built-in model)')
-    .option('--device <device>', 'device to run on (cpu)', 'cpu')
-    .option('--dtype <dtype>', 'weights on the device: f32 or bf16 (default: the checkpoint’s)')
+    .option('--device <device>', 'device to run on: cpu or cuda[:N] (cpu)', 'cpu')
+    .option(
+      '--dtype <dtype>',
+      'weights (and on CUDA activations): f32 or bf16 on the CPU, bf16 or f16 on CUDA (default: the checkpoint’s)',
+    )
     .option('--prompt <text>', 'prompt text (encoded with the model’s tokenizer)')
     .option('--prompt-ids <ids>', 'prompt token ids, comma-separated')
     .option('--chat', 'wrap --prompt as a user message in the model’s chat template')
