@@ -19,6 +19,11 @@ function(x_add_addon target)
   target_compile_definitions(${target} PRIVATE NAPI_VERSION=8 NAPI_CPP_EXCEPTIONS NODE_ADDON_API_DISABLE_DEPRECATED)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter -fvisibility=hidden)
   target_link_libraries(${target} PRIVATE ${CMAKE_JS_LIB} ${CMAKE_DL_LIBS} pthread)
+  # Node dlcloses a worker thread's addons when the worker's environment is freed, while native
+  # threads started from the addon (CPU streams, sleep/wake threads, kernel thread pools) may still
+  # run its code or return into it: that unmapped the code under them (SIGSEGV). A NODELETE object
+  # stays mapped until the process exits.
+  target_link_options(${target} PRIVATE -Wl,-z,nodelete)
 endfunction()
 
 # CUDA kernels are optional: when nvcc is found (and X_WITH_CUDA is not OFF) they are compiled to a

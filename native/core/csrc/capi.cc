@@ -1,5 +1,6 @@
 // The C function table (x/core_api.h) over the C++ streams, events and registry.
 #include <string>
+#include <vector>
 
 #include "handles.h"
 #include "registry.h"
@@ -94,6 +95,33 @@ int api_stream_use_range(x_stream* s, uint64_t ptr, uint64_t bytes, const char* 
   return set_last_error(s->stream->use_range(ptr, bytes, what != nullptr ? what : "pointer"));
 }
 
+int api_stream_enqueue_host_ranges(x_stream* s, x_host_fn fn, x_cleanup_fn cleanup, void* user,
+                                   const char* label, const x_range* ranges, size_t count) {
+  if (s == nullptr || fn == nullptr) return set_last_error(Status::Invalid("null stream or function"));
+  if (count > 0 && ranges == nullptr) return set_last_error(Status::Invalid("null ranges"));
+  std::vector<RangeRequest> reqs(count);
+  for (size_t i = 0; i < count; i++) {
+    reqs[i] = RangeRequest{ranges[i].ptr, ranges[i].bytes, ranges[i].what != nullptr ? ranges[i].what : "pointer"};
+  }
+  return set_last_error(s->stream->enqueue_host_ranges(fn, cleanup, user, label, std::move(reqs)));
+}
+
+int api_retire_range(int device, uint64_t base, x_cleanup_fn release, void* user) {
+  bool found = MemoryRegistry::instance().retire(device, base, [release, user] {
+    if (release != nullptr) release(user);
+  });
+  if (!found) return set_last_error(Status::Invalid("retire_range: no registered range starts at " + hex(base)));
+  return ok();
+}
+
+int api_quiesce_range(int device, uint64_t base, int state, int64_t timeout_ns) {
+  if (state < X_RANGE_UNMAPPED || state > X_RANGE_DRAINING) {
+    return set_last_error(Status::Invalid("quiesce_range: unknown state " + std::to_string(state)));
+  }
+  return set_last_error(
+      MemoryRegistry::instance().quiesce(device, base, static_cast<RangeState>(state), timeout_ns));
+}
+
 }  // namespace
 
 int set_last_error(const Status& st) {
@@ -113,6 +141,8 @@ const x_core_api* core_api() {
       api_event_synchronize, api_register_range,
       api_set_range_state,  api_unregister_range,
       api_check_range,      api_stream_use_range,
+      api_stream_enqueue_host_ranges, api_retire_range,
+      api_quiesce_range,
   };
   return &table;
 }

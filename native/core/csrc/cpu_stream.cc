@@ -126,8 +126,11 @@ class CpuEvent final : public Event, public std::enable_shared_from_this<CpuEven
 
 struct CpuOp {
   std::function<Status()> run;
-  std::function<void()> drop;  // called instead of run when the stream shuts down
+  std::function<void()> drop;  // called instead of run when the stream shuts down or it is cancelled
   const char* label;
+  // Memory the op touches: acquired from the registry for exactly as long as `run` runs, so that
+  // the memory cannot be released under it; the op is cancelled if one is no longer usable.
+  std::vector<RangeRequest> ranges;
 };
 
 class CpuStream final : public Stream, public std::enable_shared_from_this<CpuStream> {
@@ -155,20 +158,17 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
     auto& reg = MemoryRegistry::instance();
     X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "copy destination", true));
     X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, src, bytes, "copy source", true));
-    return push([=, &reg] {
-      // Checked again at run time: the memory may have been freed or put to sleep meanwhile.
-      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "copy destination", true, CheckAt::kExecute));
-      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, src, bytes, "copy source", true, CheckAt::kExecute));
+    // Acquired again when it runs: the memory may have been freed or put to sleep meanwhile.
+    return push([=] {
       std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes);
       return Status::Ok();
-    }, nullptr, "copy");
+    }, nullptr, "copy", {{dst, bytes, "copy destination"}, {src, bytes, "copy source"}});
   }
 
   Status fill(uint64_t dst, uint64_t bytes, uint64_t pattern, int width) override {
     auto& reg = MemoryRegistry::instance();
     X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "fill destination", true));
-    return push([=, &reg] {
-      X_RETURN_IF_ERROR(reg.check(X_DEVICE_CPU, dst, bytes, "fill destination", true, CheckAt::kExecute));
+    return push([=] {
       auto* p = reinterpret_cast<unsigned char*>(dst);
       if (width == 1) {
         std::memset(p, static_cast<int>(pattern & 0xff), bytes);
@@ -178,7 +178,7 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
         }
       }
       return Status::Ok();
-    }, nullptr, "fill");
+    }, nullptr, "fill", {{dst, bytes, "fill destination"}});
   }
 
   Status delay(uint64_t ns) override {
@@ -189,7 +189,13 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
   }
 
   Status enqueue_host(x_host_fn fn, x_cleanup_fn cleanup, void* user, const char* label) override {
+    return enqueue_host_ranges(fn, cleanup, user, label, {});
+  }
+
+  Status enqueue_host_ranges(x_host_fn fn, x_cleanup_fn cleanup, void* user, const char* label,
+                             std::vector<RangeRequest> ranges) override {
     std::string name = label != nullptr ? label : "host";
+    for (const RangeRequest& r : ranges) X_RETURN_IF_ERROR(use_range(r.ptr, r.bytes, r.what.c_str()));
     return push(
         [fn, cleanup, user, name] {
           int rc = fn(user);
@@ -203,7 +209,7 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
         [cleanup, user] {
           if (cleanup != nullptr) cleanup(user);
         },
-        intern(name));
+        intern(name), std::move(ranges));
   }
 
   Status record(Event& event) override {
@@ -275,15 +281,35 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
   }
 
  private:
-  Status push(std::function<Status()> run, std::function<void()> drop, const char* label) {
+  Status push(std::function<Status()> run, std::function<void()> drop, const char* label,
+              std::vector<RangeRequest> ranges = {}) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (closing_) return Status::Invalid("the stream was disposed; create a new one");
-      queue_.push_back(CpuOp{std::move(run), std::move(drop), label});
+      queue_.push_back(CpuOp{std::move(run), std::move(drop), label, std::move(ranges)});
       ++enqueued_;
     }
     cv_.notify_one();
     return Status::Ok();
+  }
+
+  // Runs `op` while holding its ranges; cancels it (drop, and the stream fails) when one of them
+  // was freed or unmapped since the enqueue.
+  Status run_op(CpuOp& op) {
+    if (op.ranges.empty()) return op.run();
+    auto& reg = MemoryRegistry::instance();
+    std::vector<RangeUse> uses;
+    Status st = reg.acquire(X_DEVICE_CPU, op.ranges, &uses);
+    if (!st.ok()) {
+      if (op.drop) op.drop();
+      if (std::strcmp(op.label, "copy") != 0 && std::strcmp(op.label, "fill") != 0) {
+        st.message = std::string(op.label) + " not run: " + st.message;
+      }
+      return st;
+    }
+    st = op.run();
+    reg.release(uses);
+    return st;
   }
 
   Status peek_error() {
@@ -317,7 +343,7 @@ class CpuStream final : public Stream, public std::enable_shared_from_this<CpuSt
         op = std::move(queue_.front());
         queue_.pop_front();
       }
-      Status st = op.run();
+      Status st = run_op(op);
       std::vector<Waiter> ready;
       Status report;
       {

@@ -2,6 +2,8 @@
 
 #include <sys/mman.h>
 
+#include <memory>
+
 #include "device.h"
 #include "registry.h"
 #include "x/core_api.h"
@@ -35,8 +37,9 @@ Status host_alloc(int device, uint64_t bytes, uint64_t* out) {
   return Status::Ok();
 }
 
-Status host_free(int device, uint64_t ptr, uint64_t bytes) {
-  MemoryRegistry::instance().remove(X_DEVICE_CPU, ptr);  // absent when registration failed
+namespace {
+
+Status release_host(int device, uint64_t ptr, uint64_t bytes) {
   void* p = reinterpret_cast<void*>(ptr);
   if (device < 0) {
     if (munmap(p, bytes) != 0) return Status::Error(Code::kInternal, "munmap of a HostBuffer failed");
@@ -46,6 +49,19 @@ Status host_free(int device, uint64_t ptr, uint64_t bytes) {
   X_RETURN_IF_ERROR(driver(&d));
   X_RETURN_IF_ERROR(use_device(device));
   return cuda_status(d->cuMemFreeHost(p), "cuMemFreeHost");
+}
+
+}  // namespace
+
+// A CPU stream may still be copying into the buffer (a worker torn down mid-stream, or a dispose
+// before synchronize): the memory goes back to the system only when no stream operation uses it,
+// here or on the stream thread that finishes last. Work queued behind that is cancelled.
+Status host_free(int device, uint64_t ptr, uint64_t bytes) {
+  auto result = std::make_shared<Status>();
+  bool registered = MemoryRegistry::instance().retire(
+      X_DEVICE_CPU, ptr, [result, device, ptr, bytes] { *result = release_host(device, ptr, bytes); });
+  if (!registered) return release_host(device, ptr, bytes);  // its registration had failed
+  return *result;  // OK when the release is deferred to the stream thread
 }
 
 Status device_alloc_for_testing(int device, uint64_t bytes, uint64_t* out) {

@@ -1,6 +1,8 @@
 #include "registry.h"
 
+#include <chrono>
 #include <cstdio>
+#include <memory>
 
 namespace x {
 
@@ -45,20 +47,35 @@ Status MemoryRegistry::set_state(int device, uint64_t base, RangeState state) {
   return Status::Ok();
 }
 
-Status MemoryRegistry::remove(int device, uint64_t base) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (ranges_.erase({device, base}) == 0) {
-    return Status::Invalid("no registered range starts at " + hex(base));
+Status MemoryRegistry::remove(int device, uint64_t base, int64_t wait_ns) {
+  // The caller releases the memory next: wait (bounded) until no operation runs on it.
+  auto released = std::make_shared<bool>(false);
+  bool found = retire(device, base, [this, released] {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      *released = true;
+    }
+    idle_cv_.notify_all();
+  });
+  if (!found) return Status::Invalid("no registered range starts at " + hex(base));
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!idle_cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns), [&] { return *released; })) {
+    return Status::Error(Code::kTimeout, "memory at " + hex(base) +
+                                             " is still used by a running stream operation after " +
+                                             std::to_string(wait_ns / 1000000) + " ms");
   }
   return Status::Ok();
 }
 
-Status MemoryRegistry::check(int device, uint64_t ptr, uint64_t size, const char* what,
-                             bool known_required, CheckAt at) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = ranges_.upper_bound({device, ptr});
-  if (it != ranges_.begin()) {
-    const RangeInfo& r = std::prev(it)->second;
+namespace {
+
+// check()'s rules on a locked table; `found` gets the range that holds [ptr, ptr+size), if any.
+template <typename Map, typename Info>
+Status check_in(Map& ranges, int device, uint64_t ptr, uint64_t size, const char* what,
+                bool known_required, CheckAt at, Info** found) {
+  auto it = ranges.upper_bound({device, ptr});
+  if (it != ranges.begin()) {
+    auto& r = std::prev(it)->second;
     if (r.device == device && ptr >= r.base && ptr < r.base + r.size) {
       if (size > r.base + r.size - ptr) {
         return Status::Invalid(std::string(what) + " " + hex(ptr) + "+" + std::to_string(size) +
@@ -72,6 +89,7 @@ Status MemoryRegistry::check(int device, uint64_t ptr, uint64_t size, const char
                                                 " lies in memory that is asleep (" + r.owner +
                                                 "); wake it before use");
       }
+      if (found != nullptr) *found = &r;
       return Status::Ok();
     }
   }
@@ -80,6 +98,94 @@ Status MemoryRegistry::check(int device, uint64_t ptr, uint64_t size, const char
                          " is not memory x manages on " +
                          (device < 0 ? std::string("cpu") : "cuda:" + std::to_string(device)) +
                          " (expected a HostBuffer or an @x/cumem allocation)");
+}
+
+}  // namespace
+
+Status MemoryRegistry::check(int device, uint64_t ptr, uint64_t size, const char* what,
+                             bool known_required, CheckAt at) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const RangeInfo** none = nullptr;
+  return check_in(ranges_, device, ptr, size, what, known_required, at, none);
+}
+
+Status MemoryRegistry::acquire(int device, const std::vector<RangeRequest>& ranges,
+                               std::vector<RangeUse>* out) {
+  out->clear();
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<RangeInfo*> hit(ranges.size(), nullptr);
+  for (size_t i = 0; i < ranges.size(); i++) {
+    if (ranges[i].bytes == 0) continue;
+    X_RETURN_IF_ERROR(check_in(ranges_, device, ranges[i].ptr, ranges[i].bytes, ranges[i].what.c_str(), true,
+                               CheckAt::kExecute, &hit[i]));
+  }
+  for (RangeInfo* r : hit) {
+    if (r == nullptr) continue;
+    r->users++;
+    out->push_back(RangeUse{r->device, r->base, r->generation});
+  }
+  return Status::Ok();
+}
+
+void MemoryRegistry::release(const std::vector<RangeUse>& uses) {
+  std::vector<ReleaseFn> run;
+  bool idle = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const RangeUse& u : uses) {
+      auto it = ranges_.find({u.device, u.base});
+      if (it != ranges_.end() && it->second.generation == u.generation) {
+        if (it->second.users > 0 && --it->second.users == 0) idle = true;
+        continue;
+      }
+      auto r = retiring_.find(u.generation);  // retired while the operation ran
+      if (r == retiring_.end() || r->second.users == 0) continue;
+      if (--r->second.users == 0) {
+        run.push_back(std::move(r->second.release_fn));
+        retiring_.erase(r);
+      }
+    }
+  }
+  if (idle) idle_cv_.notify_all();
+  for (auto& fn : run) {
+    if (fn) fn();
+  }
+}
+
+bool MemoryRegistry::retire(int device, uint64_t base, ReleaseFn release_fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = ranges_.find({device, base});
+    if (it == ranges_.end()) return false;
+    uint32_t users = it->second.users;
+    uint64_t generation = it->second.generation;
+    ranges_.erase(it);
+    if (users > 0) {
+      retiring_[generation] = Retiring{users, std::move(release_fn)};
+      return true;
+    }
+  }
+  if (release_fn) release_fn();
+  return true;
+}
+
+Status MemoryRegistry::quiesce(int device, uint64_t base, RangeState state, int64_t timeout_ns) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = ranges_.find({device, base});
+  if (it == ranges_.end()) return Status::Invalid("no registered range starts at " + hex(base));
+  it->second.state = state;
+  uint64_t generation = it->second.generation;
+  std::string owner = it->second.owner;
+  auto idle = [&] {
+    auto f = ranges_.find({device, base});
+    return f == ranges_.end() || f->second.generation != generation || f->second.users == 0;
+  };
+  if (!idle_cv_.wait_for(lock, std::chrono::nanoseconds(timeout_ns), idle)) {
+    return Status::Error(Code::kTimeout, "memory at " + hex(base) + " (" + owner +
+                                             ") is still used by a running stream operation after " +
+                                             std::to_string(timeout_ns / 1000000) + " ms");
+  }
+  return Status::Ok();
 }
 
 bool MemoryRegistry::find(int device, uint64_t ptr, RangeInfo* out) const {

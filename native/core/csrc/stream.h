@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "registry.h"
 #include "x/core_api.h"
 #include "x/status.h"
 
@@ -34,6 +35,14 @@ class Stream {
   // Occupies the stream for `ns` nanoseconds (testing, pacing).
   virtual Status delay(uint64_t ns) = 0;
   virtual Status enqueue_host(x_host_fn fn, x_cleanup_fn cleanup, void* user, const char* label) = 0;
+  // A host function that reads or writes `ranges`: each is checked now (use_range). CPU streams
+  // also hold them while the function runs (their memory is not released under it) and cancel the
+  // function (cleanup only, the stream fails) if one was freed or put to sleep before it ran.
+  virtual Status enqueue_host_ranges(x_host_fn fn, x_cleanup_fn cleanup, void* user, const char* label,
+                                     std::vector<RangeRequest> ranges) {
+    for (const RangeRequest& r : ranges) X_RETURN_IF_ERROR(use_range(r.ptr, r.bytes, r.what.c_str()));
+    return enqueue_host(fn, cleanup, user, label);
+  }
   virtual Status record(Event& event) = 0;
   virtual Status wait_event(Event& event) = 0;
   // Blocks the calling native thread until all work enqueued so far finished, or the timeout.

@@ -1,6 +1,7 @@
 // A second addon that uses @x/core's streams and events only through the C function table, the
 // way @x/cumem, @x/comm and user addons do. Built for the tests; not shipped.
 #include <napi.h>
+#include <sys/mman.h>
 
 #include <atomic>
 #include <chrono>
@@ -156,7 +157,102 @@ Napi::Value UseRange(const Napi::CallbackInfo& info) {
                                                  info[3].As<Napi::BigInt>().Uint64Value(&l), "test"));
 }
 
+// ---- memory lifetime under running host functions (stream_enqueue_host_ranges, retire_range) ----
+
+// What the slow writers and the release of a retired region saw, in order.
+std::atomic<int> g_writes_started{0}, g_writes_done{0}, g_write_cleanups{0}, g_releases{0};
+std::atomic<int> g_done_at_release{-1};
+
+struct SlowWrite {
+  uint8_t* p;
+  uint64_t bytes;
+  int ms;
+  uint8_t value;
+};
+
+// allocRegion(capi, bytes) -> ptr: memory this addon owns, registered with the core as mapped.
+Napi::Value AllocRegion(const Napi::CallbackInfo& info) {
+  const x_core_api* api = table_of(info[0]);
+  uint64_t bytes = info[1].As<Napi::Number>().Uint32Value();
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw Napi::Error::New(info.Env(), "mmap failed");
+  int rc = api->register_range(X_DEVICE_CPU, reinterpret_cast<uint64_t>(p), bytes, X_RANGE_MAPPED, "capi_test.region");
+  if (rc != X_SUCCESS) munmap(p, bytes);
+  fail(info.Env(), api, rc);
+  return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(p));
+}
+
+// enqueueSlowWrite(capi, stream, ptr, bytes, ms, value): a host function declaring [ptr, bytes)
+// that takes `ms` milliseconds, writing `value` over the region all the while.
+Napi::Value EnqueueSlowWrite(const Napi::CallbackInfo& info) {
+  const x_core_api* api = table_of(info[0]);
+  bool l = true;
+  auto* w = new SlowWrite{handle_of<uint8_t>(info[2]), info[3].As<Napi::Number>().Uint32Value(),
+                          info[4].As<Napi::Number>().Int32Value(),
+                          static_cast<uint8_t>(info[5].As<Napi::Number>().Uint32Value())};
+  x_range range{info[2].As<Napi::BigInt>().Uint64Value(&l), w->bytes, "region"};
+  int rc = api->stream_enqueue_host_ranges(
+      handle_of<x_stream>(info[1]),
+      [](void* u) {
+        auto* w = static_cast<SlowWrite*>(u);
+        g_writes_started.fetch_add(1);
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(w->ms);
+        do {
+          std::memset(w->p, w->value, w->bytes);  // faults if the region were unmapped under it
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        } while (std::chrono::steady_clock::now() < end);
+        g_writes_done.fetch_add(1);
+        return 0;
+      },
+      [](void* u) {
+        g_write_cleanups.fetch_add(1);
+        delete static_cast<SlowWrite*>(u);
+      },
+      w, "capi_test.slowWrite", &range, 1);
+  if (rc != X_SUCCESS) delete w;
+  fail(info.Env(), api, rc);
+  return info.Env().Undefined();
+}
+
+struct Region {
+  void* p;
+  uint64_t bytes;
+};
+
+// retireRegion(capi, ptr, bytes) -> whether the region was released before the call returned.
+Napi::Value RetireRegion(const Napi::CallbackInfo& info) {
+  const x_core_api* api = table_of(info[0]);
+  bool l = true;
+  uint64_t ptr = info[1].As<Napi::BigInt>().Uint64Value(&l);
+  int before = g_releases.load();
+  auto* r = new Region{reinterpret_cast<void*>(ptr), info[2].As<Napi::Number>().Uint32Value()};
+  int rc = api->retire_range(X_DEVICE_CPU, ptr, [](void* u) {
+    auto* r = static_cast<Region*>(u);
+    g_done_at_release.store(g_writes_done.load());
+    munmap(r->p, r->bytes);
+    delete r;
+    g_releases.fetch_add(1);
+  }, r);
+  if (rc != X_SUCCESS) delete r;
+  fail(info.Env(), api, rc);
+  return Napi::Boolean::New(info.Env(), g_releases.load() != before);
+}
+
+Napi::Value LifetimeState(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("started", g_writes_started.load());
+  o.Set("done", g_writes_done.load());
+  o.Set("cleanups", g_write_cleanups.load());
+  o.Set("releases", g_releases.load());
+  o.Set("doneAtRelease", g_done_at_release.load());
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("allocRegion", Napi::Function::New(env, AllocRegion));
+  exports.Set("enqueueSlowWrite", Napi::Function::New(env, EnqueueSlowWrite));
+  exports.Set("retireRegion", Napi::Function::New(env, RetireRegion));
+  exports.Set("lifetimeState", Napi::Function::New(env, LifetimeState));
   exports.Set("version", Napi::Function::New(env, Version));
   exports.Set("enqueueCopyWord", Napi::Function::New(env, EnqueueCopyWord));
   exports.Set("enqueueFailure", Napi::Function::New(env, EnqueueFailure));

@@ -55,6 +55,13 @@ typedef void (*x_cleanup_fn)(void* user_data);
  * enqueued may still touch it, new work is refused with X_ERR_ASLEEP. */
 enum { X_RANGE_UNMAPPED = 0, X_RANGE_MAPPED = 1, X_RANGE_DRAINING = 2 };
 
+/* A memory range a host function reads or writes (stream_enqueue_host_ranges). */
+typedef struct x_range {
+  uint64_t ptr;
+  uint64_t bytes;
+  const char* what; /* names the argument in error messages; copied */
+} x_range;
+
 typedef struct x_core_api {
   uint32_t version; /* X_CORE_API_VERSION of the core that filled the table */
   uint32_t size;    /* sizeof(x_core_api) of that core */
@@ -83,6 +90,8 @@ typedef struct x_core_api {
    * allocations here and flips them to X_RANGE_UNMAPPED while asleep. */
   int (*register_range)(int device, uint64_t base, uint64_t size, int state, const char* owner);
   int (*set_range_state)(int device, uint64_t base, int state);
+  /* Waits up to 10 s for CPU stream operations still running on the range, then unregisters it;
+   * X_ERR_TIMEOUT if one still runs (do not release the memory then). retire_range never blocks. */
   int (*unregister_range)(int device, uint64_t base);
   /* X_SUCCESS when [ptr, ptr+size) lies inside one mapped range; X_ERR_ASLEEP when inside an unmapped
    * or draining one; X_ERR_INVALID_ARGUMENT when x does not know the memory. */
@@ -95,6 +104,25 @@ typedef struct x_core_api {
    * (persistent) memory is accepted, and the registration is recorded so every launch of the graph
    * re-checks it (DESIGN.md rule 3). `what` names the argument in error messages. */
   int (*stream_use_range)(x_stream* stream, uint64_t ptr, uint64_t bytes, const char* what);
+
+  /* Appended: as stream_enqueue_host, for a function that reads or writes `ranges` (`count` of
+   * them), each checked now as by stream_use_range. On a CPU stream they are checked again when the
+   * function is about to run and held while it runs: memory released meanwhile (retire_range, a
+   * disposed HostBuffer, a worker thread torn down) goes back only after the function returned; if a
+   * range was freed or put to sleep before the function started, it is not run — `cleanup` is still
+   * called once and the stream fails with the reason. */
+  int (*stream_enqueue_host_ranges)(x_stream* stream, x_host_fn fn, x_cleanup_fn cleanup, void* user_data,
+                                    const char* label, const x_range* ranges, size_t count);
+  /* Appended: unregisters a range whose memory the caller is about to release, without blocking.
+   * Stream work that has not started yet and names the range fails instead of running.
+   * `release(user)` is called exactly once: before this returns when no stream operation runs on
+   * the range, otherwise by the thread that finishes the last one; release the memory only there.
+   * X_ERR_INVALID_ARGUMENT (and `release` is not called) when no range starts at `base`. */
+  int (*retire_range)(int device, uint64_t base, x_cleanup_fn release, void* user);
+  /* Appended: before unmapping a range that stays registered (sleep): sets `state`
+   * (X_RANGE_UNMAPPED) so that no stream operation starts on it any more, then waits up to
+   * `timeout_ns` for those running on it. X_ERR_TIMEOUT if one still runs: do not unmap then. */
+  int (*quiesce_range)(int device, uint64_t base, int state, int64_t timeout_ns);
 } x_core_api;
 
 #ifdef __cplusplus

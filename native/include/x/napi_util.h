@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -53,14 +54,32 @@ inline uint64_t u64(const Napi::Value& v, const char* name) {
 using Settle = std::function<void(Status)>;
 using Decorate = std::function<void(Napi::Env, Napi::Error&)>;
 
+// Node deletes a thread-safe function when its environment is torn down (a worker thread exiting
+// or terminated), even while other threads still hold it, so a completion that arrives later must
+// not touch it. The function's finalizer (run on the JS thread just before the delete) clears
+// `alive` under `mu`; a settle calls the function only under `mu` while `alive` holds.
+struct TsfnLife {
+  std::mutex mu;
+  bool alive = true;
+};
+
 inline Napi::Promise make_promise(Napi::Env env, Settle* settle_out, Decorate decorate = nullptr,
                                   bool keep_alive = false) {
   auto deferred = std::make_shared<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
   Napi::Promise promise = deferred->Promise();
+  auto life = std::make_shared<TsfnLife>();
   auto tsfn = Napi::ThreadSafeFunction::New(
-      env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "x.settle", 0, 1);
+      env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "x.settle", 0, 1,
+      [life](Napi::Env) {
+        std::lock_guard<std::mutex> lock(life->mu);
+        life->alive = false;
+      });
   if (!keep_alive) tsfn.Unref(env);
-  *settle_out = [deferred, tsfn, decorate](Status st) mutable {
+  *settle_out = [deferred, tsfn, decorate, life](Status st) mutable {
+    // Held across the call: the finalizer (environment teardown) waits for it, never the reverse
+    // (the queue is unbounded, so the call does not block on the JS thread).
+    std::lock_guard<std::mutex> lock(life->mu);
+    if (!life->alive) return;  // the environment is gone; nobody waits any more
     auto* result = new Status(std::move(st));
     auto local = tsfn;
     napi_status s = local.BlockingCall(result, [deferred, decorate](Napi::Env env, Napi::Function, Status* r) {
