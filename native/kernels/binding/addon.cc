@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "../csrc/cpu_graph.h"
 #include "../csrc/kernels.h"
@@ -33,6 +34,10 @@ std::unordered_map<x_stream*, std::shared_ptr<x::kernels::CpuGraph>> g_capturing
 // The graph the current kernel call records into: set by stream_of() at the start of every kernel
 // entry point (null when its stream is not capturing), read by check_range() and enqueue().
 thread_local x::kernels::CpuGraph* t_graph = nullptr;
+// The ranges the current kernel call checked: enqueued with it, so the stream holds them while the
+// kernel runs (their memory is not released under it, e.g. by a worker torn down mid-step) and
+// cancels the kernel if one was freed or put to sleep before it ran. Reset by stream_of().
+thread_local std::vector<x_range> t_ranges;
 
 const x_core_api* api(Napi::Env env) {
   if (g_api == nullptr) throw Napi::Error::New(env, "x_kernels: init(capi) was not called");
@@ -50,6 +55,7 @@ void check_range(Napi::Env env, uint64_t ptr, uint64_t bytes, const char* name) 
   int rc = api(env)->check_range(X_DEVICE_CPU, ptr, bytes);
   if (rc != X_SUCCESS) throw_code(env, rc, std::string(name) + ": " + api(env)->last_error());
   if (t_graph != nullptr) t_graph->use(ptr, bytes, name);
+  t_ranges.push_back(x_range{ptr, bytes, name});
 }
 
 double num(const Napi::Object& o, const char* key) { return o.Get(key).As<Napi::Number>().DoubleValue(); }
@@ -96,6 +102,7 @@ x_stream* stream_of(Napi::Env env, const Napi::Value& v) {
   std::lock_guard<std::mutex> lock(g_capture_mu);
   auto it = g_capturing.find(s);
   t_graph = it == g_capturing.end() ? nullptr : it->second.get();
+  t_ranges.clear();
   return s;
 }
 
@@ -106,16 +113,21 @@ struct Job {
 // Enqueues `run` on the stream's thread. A failed Status fails the stream: its next synchronize
 // reports the op's label.
 void enqueue(Napi::Env env, x_stream* s, const char* label, std::function<Status()> run) {
+  std::vector<x_range> ranges;
+  ranges.swap(t_ranges);
   if (t_graph != nullptr) {  // capturing: record instead of running
     t_graph->add(label, std::move(run));
     t_graph = nullptr;
     return;
   }
   auto* job = new Job{std::move(run)};
-  int rc = api(env)->stream_enqueue_host(
+  int rc = api(env)->stream_enqueue_host_ranges(
       s, [](void* u) -> int { return static_cast<int>(static_cast<Job*>(u)->run().code); },
-      [](void* u) { delete static_cast<Job*>(u); }, job, label);
-  if (rc != X_SUCCESS) throw_code(env, rc, std::string(label) + ": " + api(env)->last_error());
+      [](void* u) { delete static_cast<Job*>(u); }, job, label, ranges.data(), ranges.size());
+  if (rc != X_SUCCESS) {
+    delete job;  // not enqueued: its cleanup never runs
+    throw_code(env, rc, std::string(label) + ": " + api(env)->last_error());
+  }
 }
 
 Napi::Value InitApi(const Napi::CallbackInfo& info) {
