@@ -27,6 +27,11 @@ run bench-cumem node packages/cumem/bench/sleep-wake.mjs
 run kernels-gpu timeout "${KERNELS_TEST_TIMEOUT:-600}" node --test --test-concurrency=3 packages/kernels/test/gpu/elementwise.gpu.mjs packages/kernels/test/gpu/attention.gpu.mjs packages/kernels/test/gpu/matmul.gpu.mjs packages/kernels/test/gpu/sample.gpu.mjs packages/kernels/test/gpu/graph.gpu.mjs
 run kernels-sanitizer timeout "${KERNELS_SANITIZE_TIMEOUT:-900}" bash packages/kernels/test/gpu/sanitize.sh
 run bench-kernels timeout "${KERNELS_BENCH_TIMEOUT:-600}" node packages/kernels/bench/gpu.mjs
+run engine-gpu timeout "${ENGINE_TEST_TIMEOUT:-300}" node --test --test-concurrency=1 packages/engine/dist-gpu/fixtures.gpu.mjs packages/engine/dist-gpu/graphs.gpu.mjs
+run engine-generate bash packages/engine/test/gpu/generate.gpu.sh
+run engine-sanitizer timeout "${ENGINE_SANITIZE_TIMEOUT:-400}" bash packages/engine/test/gpu/sanitize.sh
+run bench-engine-hf timeout "${ENGINE_HF_TIMEOUT:-300}" python3 packages/engine/bench/hf_eager.py
+run bench-engine timeout "${ENGINE_BENCH_TIMEOUT:-400}" node packages/engine/dist-gpu/bench-gpu.mjs
 run comm-nccl node packages/comm/test/gpu/nccl.gpu.mjs
 run bench-comm node packages/comm/bench/allreduce.mjs
 grep -h -A8 '^| ' "$out"/bench-*.log

@@ -148,10 +148,11 @@ export class ModelRunner {
       );
     }
     const cuda = device.kind === 'cuda';
-    if (cuda && model.dtype !== 'bf16' && model.dtype !== 'f16') {
+    const dtypes = cuda ? ['bf16', 'f16'] : ['f32', 'bf16'];
+    if (!dtypes.includes(model.dtype)) {
       throw new InvalidArgumentError(
         'weights',
-        'bf16 or f16 weights on CUDA (load them with dtype "bf16" or "f16")',
+        `${dtypes.join(' or ')} weights on ${cuda ? 'CUDA' : 'the CPU'} (see loadWeights' dtype)`,
         model.dtype,
       );
     }
