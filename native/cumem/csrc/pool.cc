@@ -12,6 +12,25 @@ namespace x::cumem {
 namespace {
 
 constexpr uint64_t kStagingBytes = 64ull << 20;
+// Bound on waiting for a stream operation still running on a range before sleep unmaps it: one
+// operation (a copy, a kernel) takes milliseconds; a minute means it hangs.
+constexpr int64_t kQuiesceTimeoutNs = 60'000'000'000;
+
+// A range whose release waits for the stream operations still running on it.
+struct PendingRelease {
+  std::shared_ptr<Backend> backend;
+  uint64_t va = 0, padded = 0;
+  bool mapped = false;
+  Physical phys;
+  std::shared_ptr<Status> result;  // read by the caller when the release ran at once
+};
+
+void release_range(void* user) {
+  std::unique_ptr<PendingRelease> p(static_cast<PendingRelease*>(user));
+  Status st = p->mapped ? p->backend->unmap(p->va, p->padded, p->phys) : Status::Ok();
+  Status st2 = p->backend->release(p->va, p->padded);
+  *p->result = st.ok() ? st2 : st;
+}
 
 std::string hex(uint64_t v) {
   char buf[32];
@@ -95,6 +114,15 @@ Status Pool::alloc(uint64_t size, bool map_now, const std::string& label, uint64
   return Status::Ok();
 }
 
+Status Pool::retire(Record& r) {
+  free_backup(r);  // backups are the pool's own memory: no stream touches them
+  auto result = std::make_shared<Status>();
+  auto* p = new PendingRelease{backend_, r.va, r.padded, r.mapped, r.phys, result};
+  r.mapped = false;
+  if (core_->retire_range(device(), r.va, release_range, p) != X_SUCCESS) release_range(p);  // unregistered
+  return *result;  // OK when the release waits for a stream operation
+}
+
 Status Pool::free(uint64_t va) {
   Record r;
   {
@@ -104,11 +132,7 @@ Status Pool::free(uint64_t va) {
     r = std::move(it->second);
     records_.erase(it);
   }
-  core_->unregister_range(device(), va);
-  Status st = unmap_one(r);
-  free_backup(r);
-  Status st2 = backend_->release(r.va, r.padded);
-  return st.ok() ? st2 : st;
+  return retire(r);
 }
 
 Status Pool::set_state(const std::vector<uint64_t>& vas, int state) {
@@ -244,6 +268,15 @@ Status Pool::sleep(const std::vector<SleepItem>& items) {
   }
   X_RETURN_IF_ERROR(ensure_host_backups(need_host));
   X_RETURN_IF_ERROR(backend_->quiesce());
+  // Streams nobody registered may still run an operation on these ranges (the JS side drained only
+  // the registered ones): refuse new ones and wait for those running before copying and unmapping.
+  // On failure the caller marks the ranges mapped again; nothing was copied or unmapped.
+  for (Record* r : recs) {
+    if (!r->mapped) continue;
+    if (core_->quiesce_range(device(), r->va, X_RANGE_UNMAPPED, kQuiesceTimeoutNs) != X_SUCCESS) {
+      return Status::Error(Code::kTimeout, std::string("sleep: ") + core_->last_error());
+    }
+  }
   for (Record* r : need_host) X_RETURN_IF_ERROR(backend_->to_host(r->host, r->va, r->padded));
   X_RETURN_IF_ERROR(backend_->sync_copies());
   for (size_t i = 0; i < items.size(); i++) {
@@ -357,13 +390,10 @@ void Pool::shutdown() {
     shut_ = true;
     all.swap(records_);
   }
-  if (!all.empty()) backend_->quiesce();  // never unmap under running kernels
-  for (auto& [va, r] : all) {
-    core_->unregister_range(device(), va);
-    unmap_one(r);
-    free_backup(r);
-    backend_->release(r.va, r.padded);
-  }
+  // Never unmap under running work: the device is synchronized (CUDA), and a range a CPU stream
+  // operation still runs on (a worker torn down mid-step) is released when that operation returns.
+  if (!all.empty()) backend_->quiesce();
+  for (auto& [va, r] : all) retire(r);
   if (staging_ != nullptr) backend_->host_free(staging_, kStagingBytes);
   staging_ = nullptr;
 }

@@ -82,6 +82,9 @@ class Pool {
 
  private:
   Pool(std::unique_ptr<Backend> b, const x_core_api* core) : backend_(std::move(b)), core_(core) {}
+  // Unregisters a record's range and releases its memory once no stream operation runs on it (at
+  // once, or on the stream thread that finishes last); its backup goes now.
+  Status retire(Record& r);
   Status map_one(Record& r);
   Status unmap_one(Record& r);
   Status ensure_host_backup(Record& r);
@@ -93,7 +96,8 @@ class Pool {
   Status read_disk(const Record& r);
   Status staging(void** out);
 
-  std::unique_ptr<Backend> backend_;
+  // Shared with releases deferred to a stream thread (see retire), which may outlive the pool.
+  std::shared_ptr<Backend> backend_;
   const x_core_api* core_;
   std::mutex mu_;  // guards records_; never held across copies
   std::map<uint64_t, Record> records_;
