@@ -14,7 +14,7 @@
 // (dist-gpu/bench-gpu.mjs); exits 0 whenever it could measure (it reports, it does not judge).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { CudaGraph, devices, Event, HostBuffer, Stream } from '@x/core';
+import { CudaGraph, devices, Event, HostBuffer, Stream, Tensor } from '@x/core';
 import { Allocator } from '@x/cumem';
 import {
   MATMUL_WORKSPACE_BYTES,
@@ -91,6 +91,8 @@ function tile(dst, bytes, from) {
   tile(a.ptr, bytes, weights.get('model.embed_tokens.weight'));
   tile(w.ptr, bytes, weights.get('lm_head.weight'));
   const [A, W, O] = [a, w, o].map((m) => m.tensor('bf16', [N, N]));
+  // Eagerly first: a device's first kernel call loads modules and allocates (not capturable).
+  matmul(s, O, A, W, { workspace: ws32 });
   s.synchronizeSync();
   const iters = 10;
   const g = CudaGraph.capture(s, () => {
@@ -253,15 +255,72 @@ async function prefill(seqs, len) {
   };
 }
 
+// The GEMMs of one decode step alone (every layer's qkv, o, gate_up, down, then lm_head, at M = b),
+// captured and replayed back to back: how much of a step the weight-streaming GEMMs take.
+function gemmsOnlyMs(b) {
+  const c = config;
+  const widest = Math.max(c.vocabSize, 2 * c.intermediateSize);
+  const x = alloc.alloc(b * c.intermediateSize * 2, { tag: 'activations', owner: 'bench.x' });
+  const y = alloc.alloc(b * widest * 4, { tag: 'activations', owner: 'bench.y' });
+  tile(x.ptr, b * c.intermediateSize * 2, weights.get('model.embed_tokens.weight'));
+  // q/k/v and gate/up lie back to back (gpu-weights.mjs), so each pair runs as one GEMM.
+  const w = (name) => weights.get(name).ptr;
+  const calls = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    calls.push([
+      (c.numHeads + 2 * c.numKvHeads) * c.headDim,
+      c.hiddenSize,
+      w(`${p}.self_attn.q_proj.weight`),
+    ]);
+    calls.push([c.hiddenSize, c.numHeads * c.headDim, w(`${p}.self_attn.o_proj.weight`)]);
+    calls.push([2 * c.intermediateSize, c.hiddenSize, w(`${p}.mlp.gate_proj.weight`)]);
+    calls.push([c.hiddenSize, c.intermediateSize, w(`${p}.mlp.down_proj.weight`)]);
+  }
+  calls.push([c.vocabSize, c.hiddenSize, w('lm_head.weight')]);
+  const tensors = calls.map(([n, k, ptr]) => ({
+    a: x.tensor('bf16', [b, k]),
+    w: new Tensor({ ptr, dtype: 'bf16', shape: [n, k], device: DEV }),
+    o: y.tensor(n === c.vocabSize ? 'f32' : 'bf16', [b, n]),
+  }));
+  const all = () => {
+    for (const t of tensors) matmul(s, t.o, t.a, t.w, { workspace: ws32 });
+  };
+  all();
+  s.synchronizeSync();
+  const g = CudaGraph.capture(s, all);
+  const ms = timeEvents(() => g.launch(s), 5);
+  s.synchronizeSync();
+  g.dispose();
+  alloc.free(x);
+  alloc.free(y);
+  return ms;
+}
+
+/** Runs one bench section; a failure is recorded and the others still run. */
+async function section(name, fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    console.error(`bench section ${name} failed:`, err);
+    (result.errors ??= []).push({ section: name, error: String(err?.stack ?? err) });
+    return undefined;
+  }
+}
+
 result.decode = [];
 for (const [b, steps] of [
   [1, 40],
   [64, 20],
   [128, 20],
 ]) {
-  result.decode.push(await decode(b, steps));
+  const d = await section(`decode ${b}`, () => decode(b, steps));
+  if (d) {
+    d.gemmsOnlyMs = await section(`gemms ${b}`, () => gemmsOnlyMs(b));
+    result.decode.push(d);
+  }
 }
-result.prefill = await prefill(4, 1024);
+result.prefill = (await section('prefill', () => prefill(4, 1024))) ?? {};
 result.graphs = runner.graphCount;
 const hfFile = OUT ? `${OUT}/hf-eager.json` : undefined;
 result.transformers =
@@ -279,12 +338,12 @@ console.log(
     `weights ${f(weightBytes / 1e9)} GB/step → floor ${f(result.floorMs, 3)} ms`,
 );
 console.log(
-  '\n| decode batch | context | step ms (e2e) | graph replay ms | tok/s | floor ms (weights+KV) | ratio | ratio to weights-only floor |',
+  '\n| decode batch | context | step ms (e2e) | graph replay ms | of which GEMMs alone ms | tok/s | floor ms (weights+KV) | ratio | ratio to weights-only floor |',
 );
-console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const d of result.decode) {
   console.log(
-    `| ${d.batch} | ${d.context} | ${f(d.stepMs, 3)} | ${f(d.replayMs, 3)} | ${f(d.tokPerSec, 0)} | ${f(d.floorMs, 3)} | ${f(d.ratio)}× | ${f(d.weightsOnlyRatio)}× |`,
+    `| ${d.batch} | ${d.context} | ${f(d.stepMs, 3)} | ${f(d.replayMs, 3)} | ${f(d.gemmsOnlyMs, 3)} | ${f(d.tokPerSec, 0)} | ${f(d.floorMs, 3)} | ${f(d.ratio)}× | ${f(d.weightsOnlyRatio)}× |`,
   );
 }
 const p = result.prefill;
