@@ -16,7 +16,11 @@ function(x_add_addon target)
   add_library(${target} SHARED ${ARGN} ${CMAKE_JS_SRC})
   set_target_properties(${target} PROPERTIES PREFIX "" SUFFIX ".node")
   target_include_directories(${target} PRIVATE ${CMAKE_JS_INC} ${NODE_ADDON_API_DIR} ${X_NATIVE_INCLUDE})
-  target_compile_definitions(${target} PRIVATE NAPI_VERSION=8 NAPI_CPP_EXCEPTIONS NODE_ADDON_API_DISABLE_DEPRECATED)
+  # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a JS call into the addon that fails while its worker
+  # thread is being terminated cannot throw into JS; without it node-addon-api rethrows in C++ and
+  # the process aborts (std::terminate).
+  target_compile_definitions(${target} PRIVATE NAPI_VERSION=8 NAPI_CPP_EXCEPTIONS NODE_ADDON_API_DISABLE_DEPRECATED
+    NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter -fvisibility=hidden)
   target_link_libraries(${target} PRIVATE ${CMAKE_JS_LIB} ${CMAKE_DL_LIBS} pthread)
   # Node dlcloses a worker thread's addons when the worker's environment is freed, while native

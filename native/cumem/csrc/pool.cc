@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -15,6 +16,8 @@ constexpr uint64_t kStagingBytes = 64ull << 20;
 // Bound on waiting for a stream operation still running on a range before sleep unmaps it: one
 // operation (a copy, a kernel) takes milliseconds; a minute means it hangs.
 constexpr int64_t kQuiesceTimeoutNs = 60'000'000'000;
+// Bound on shutdown waiting for a sleep or wake in progress (which itself may wait that long).
+constexpr int64_t kShutdownWaitNs = 2 * kQuiesceTimeoutNs;
 
 // A range whose release waits for the stream operations still running on it.
 struct PendingRelease {
@@ -179,6 +182,7 @@ Status Pool::ensure_host_backups(const std::vector<Record*>& recs) {
 }
 
 Status Pool::reserve_backups(const std::vector<uint64_t>& vas) {
+  std::lock_guard<std::timed_mutex> op(op_mu_);
   std::vector<Record*> recs;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -248,6 +252,7 @@ Status Pool::read_disk(const Record& r) {
 }
 
 Status Pool::sleep(const std::vector<SleepItem>& items) {
+  std::lock_guard<std::timed_mutex> op(op_mu_);
   // Work on copies of the records; the table is only locked to read and to publish results.
   std::vector<Record*> recs;
   {
@@ -313,6 +318,7 @@ Status Pool::sleep(const std::vector<SleepItem>& items) {
 }
 
 Status Pool::wake(const std::vector<WakeItem>& items, uint64_t* failed_va) {
+  std::lock_guard<std::timed_mutex> op(op_mu_);
   std::vector<Record*> recs;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -383,6 +389,10 @@ Status Pool::info(uint64_t va, RecordInfo* out) {
 }
 
 void Pool::shutdown() {
+  // A sleep or wake still running (its thread outlives a worker torn down mid-sleep) finishes
+  // first. If it hangs, leak everything rather than unmap under it.
+  std::unique_lock<std::timed_mutex> op(op_mu_, std::defer_lock);
+  if (!op.try_lock_for(std::chrono::nanoseconds(kShutdownWaitNs))) return;
   std::map<uint64_t, Record> all;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -100,6 +100,10 @@ class Pool {
   std::shared_ptr<Backend> backend_;
   const x_core_api* core_;
   std::mutex mu_;  // guards records_; never held across copies
+  // Held by sleep, wake and reserve_backups for their whole run (they work on records outside mu_)
+  // and by shutdown, so that an environment torn down mid-sleep never frees a record or unmaps a
+  // range under the thread still copying it.
+  std::timed_mutex op_mu_;
   std::map<uint64_t, Record> records_;
   std::atomic<int> fail_after_{-1};
   void* staging_ = nullptr;  // pinned chunk for disk transfers

@@ -107,6 +107,37 @@ describe('allocator teardown with CPU stream work in flight', () => {
     }
   }
 
+  it('a worker terminated while a sleep copies its weights out and a wake copies them back', async () => {
+    const worker = `
+(async () => {
+  const { parentPort } = await import('node:worker_threads');
+  ${imports}
+  const al = await Allocator.create({ device: 'cpu' });
+  const w = al.alloc(512 << 20, { tag: 'weights' });
+  await al.reserveBackups(); // the sleep below only copies (and is in flight when terminated)
+  for (let i = 0; ; i++) {
+    const sleeping = al.sleep();
+    if (i === 1) parentPort.postMessage('sleeping');
+    await sleeping;
+    await al.wake();
+  }
+})();
+`;
+    const r = await runChild(`
+import { Worker } from 'node:worker_threads';
+const codes = [];
+for (let i = 0; i < 3; i++) {
+  const w = new Worker(${JSON.stringify(worker)}, { eval: true });
+  w.on('error', (e) => console.error(String(e)));
+  w.on('message', () => w.terminate());
+  codes.push(await new Promise((r) => w.once('exit', r)));
+}
+console.log(JSON.stringify(codes));
+`);
+    expectClean(r);
+    expect(lastJson(r)).toEqual([1, 1, 1]);
+  });
+
   it('process.exit() on the main thread while copies between allocations run', async () => {
     const r = await runChild(`
 ${imports}
