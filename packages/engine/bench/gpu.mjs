@@ -303,7 +303,7 @@ async function section(name, fn) {
     return await fn();
   } catch (err) {
     console.error(`bench section ${name} failed:`, err);
-    (result.errors ??= []).push({ section: name, error: String(err?.stack ?? err) });
+    result.errors = [...(result.errors ?? []), { section: name, error: String(err?.stack ?? err) }];
     return undefined;
   }
 }
