@@ -54,9 +54,9 @@ function positive(name: string, v: number | undefined, fallback: number): number
   return x;
 }
 
-/** KV bytes of one block: K and V, every layer, f32. */
-export function kvBytesPerBlock(c: ModelConfig, blockSize: number): number {
-  return c.numLayers * 2 * blockSize * c.numKvHeads * c.headDim * 4;
+/** KV bytes of one block: K and V, every layer; elements f32 (CPU) or the weights' half type (CUDA). */
+export function kvBytesPerBlock(c: ModelConfig, blockSize: number, elementBytes = 4): number {
+  return c.numLayers * 2 * blockSize * c.numKvHeads * c.headDim * elementBytes;
 }
 
 /** Peak activation bytes of one step (the largest workspace bucket), a planning estimate. */
@@ -111,7 +111,7 @@ export async function createEngine(
     }
     const maxNumSeqs = positive('maxNumSeqs', config.maxNumSeqs, 256);
     const maxNumBatchedTokens = positive('maxNumBatchedTokens', config.maxNumBatchedTokens, 2048);
-    const perBlock = kvBytesPerBlock(c, blockSize);
+    const perBlock = kvBytesPerBlock(c, blockSize, device.kind === 'cuda' ? 2 : 4);
     const blocksPerSeq = Math.ceil(maxModelLen / blockSize);
     const budgetBytes = Math.floor(util * memoryInfo(device.name).totalBytes);
     let numKvBlocks: number;
