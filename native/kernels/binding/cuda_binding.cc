@@ -5,6 +5,7 @@
 // on the caller's stream. Nothing here waits for the GPU.
 #include <napi.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <mutex>
@@ -228,7 +229,38 @@ Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   const gpu::AttnPlan plan = gpu::plan_attention(*c.rt, a, i64(o, "maxSeqLen"), static_cast<int>(i64(o, "decode")),
                                                  ws_bytes, aligned);
   if (plan.workspace_bytes > 0) use(env, c, ws, plan.workspace_bytes, "options.workspace");
+  if (plan.kind == gpu::AttnPlan::kDecode && plan.splits > 1) {
+    // One counter per (token, KV head, head chunk): what the decode grid's y dimension covers.
+    const int64_t chunks = (a.num_heads / a.num_kv_heads + 15) / 16;
+    a.counters = buffer(env, c, o, "counters", static_cast<uint64_t>(a.tokens) * a.num_kv_heads * chunks * 4);
+  }
   check(env, gpu::launch_attention(*c.rt, c.cu, static_cast<int>(i64(o, "dtype")), a, plan, ws));
+  return env.Undefined();
+}
+
+// indexCopy: dst[dstIndex[k]] = src[srcIndex[k]] (4-byte elements), indices checked by the TS layer
+// and passed by value, up to kIndexCopyMax per launch.
+Napi::Value IndexCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Call c = cuda_call(env, info[0]);
+  Napi::Object o = info[1].As<Napi::Object>();
+  const int64_t dst_n = i64(o, "dstNumel"), src_n = i64(o, "srcNumel");
+  const uint64_t dst = buffer(env, c, o, "dst", static_cast<uint64_t>(dst_n) * 4);
+  const uint64_t src = buffer(env, c, o, "src", static_cast<uint64_t>(src_n) * 4);
+  Napi::Int32Array di = o.Get("dstIndex").As<Napi::Int32Array>();
+  Napi::Int32Array si = o.Get("srcIndex").As<Napi::Int32Array>();
+  const size_t n = di.ElementLength();
+  for (size_t k0 = 0; k0 < n; k0 += xk::kIndexCopyMax) {
+    xk::IndexCopyArgs a{};
+    a.dst = dst;
+    a.src = src;
+    a.n = static_cast<int32_t>(std::min<size_t>(xk::kIndexCopyMax, n - k0));
+    for (int k = 0; k < a.n; k++) {
+      a.dst_index[k] = di[k0 + k];
+      a.src_index[k] = si[k0 + k];
+    }
+    check(env, gpu::launch_index_copy(*c.rt, c.cu, a));
+  }
   return env.Undefined();
 }
 
@@ -453,6 +485,7 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
       {"cudaReshapeAndCache", ReshapeAndCache}, {"cudaPagedAttention", PagedAttention},
       {"cudaAttentionPlan", AttentionPlan}, {"cudaMatmul", Matmul},
       {"cudaSample", Sample},             {"cudaFetchErrors", FetchErrors},
+      {"cudaIndexCopy", IndexCopy},
       {"cudaReadErrors", ReadErrors},     {"cudaInfo", Info},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));

@@ -4,10 +4,15 @@
 // context; its 16 MMA rows are that KV head's query heads (GQA: up to 16 per block, more heads use
 // more blocks), so each K/V byte is read once per token. Key tiles of 64 stream through a 3-stage
 // cp.async ring; warp w takes keys 16w..16w+15 of every tile with its own running softmax, and the
-// 4 warps merge at the end. With several splits each writes a normalized partial (o, max, sum) to
-// the workspace and combine_kernel merges them: the flash-decoding scheme, so short batches of long
-// sequences still fill the GPU. Correct for any query length (each token attends causally up to its
-// own position), so mixed batches are fine; the host picks it when most sequences decode.
+// 4 warps merge at the end. The grid has a.splits splits per token (planned by the host for the
+// longest context the call may see); each token divides its own keys evenly among at most that
+// many (whole key tiles, none under kMinSplitKeys keys), so a short context runs in one pass and
+// writes its output directly, whatever the plan. With several splits each writes a normalized
+// partial (o, max, sum) to the workspace, merged either by the split that finishes last (arrival
+// counters, a.counters: no second kernel) or by combine_kernel: the flash-decoding scheme, so
+// short batches of long sequences still fill the GPU. Correct for any query length (each token
+// attends causally up to its own position), so mixed batches are fine; the host picks it when most
+// sequences decode.
 //
 // generic: one block per (token, query head), scalar f32, any head_dim <= 256.
 #include "attention.cuh"
@@ -17,6 +22,9 @@ namespace {
 
 constexpr int kBN = 64, kThreads = 128, kStages = 3;
 constexpr int kTableCache = 1024;  // block-table columns a decode block keeps in shared memory
+// No split of a token's keys is shorter than this (ops.cc plans at most ctx / 256 splits too): a
+// shorter split costs more in its merge than it saves.
+constexpr int kMinSplitKeys = 256;
 
 struct TokenCtx {
   int seq, kend;  // keys [0, kend) are visible to the token; kend < 0: bad metadata (reported)
@@ -42,6 +50,19 @@ __device__ TokenCtx token_ctx(const AttnArgs& a, int t, bool reporter) {
   return {b, seq_len - qlen + (t - q0) + 1};
 }
 
+struct TokenSplits {
+  int n, len;  // splits [0, n) hold keys [s·len, min((s + 1)·len, kend)), none empty
+};
+
+// How a token with keys [0, kend) divides them among at most a.splits splits (kend < 0, bad
+// metadata: one split, no keys).
+__device__ __forceinline__ TokenSplits token_splits(const AttnArgs& a, int kend) {
+  if (a.splits == 1 || kend <= kMinSplitKeys) return {1, max(kend, 0)};
+  const int want = min(a.splits, (kend + kMinSplitKeys - 1) / kMinSplitKeys);
+  const int len = ((kend + want - 1) / want + kBN - 1) / kBN * kBN;
+  return {(kend + len - 1) / len, len};
+}
+
 template <typename T, int HD>
 __device__ void decode_impl(const AttnArgs& a) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -54,28 +75,33 @@ __device__ void decode_impl(const AttnArgs& a) {
   const bool reporter = threadIdx.x == 0 && blockIdx.y == 0 && split == 0;
   TokenCtx ctx = token_ctx(a, t, reporter);
   if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
-    // Longer than the maxSeqLen the splits were planned for: refuse rather than drop keys.
+    // Longer than the maxSeqLen the call was planned for (options.maxSeqLen is a promise): refuse.
     if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * a.split_len, 1);
     ctx.kend = -1;
   }
-  const int k_begin = split * a.split_len;
-  const int k_stop = min(ctx.kend, k_begin + a.split_len);
+  const TokenSplits ts = token_splits(a, ctx.kend);
+  const int k_begin = split * ts.len;
+  const int k_stop = min(ctx.kend, k_begin + ts.len);
+  // combine_kernel reads a partial of every planned split; merged here, only the token's own splits
+  // exist, and a token in one split writes its output directly.
+  const bool merge_here = a.counters != 0;
+  const bool direct = a.splits == 1 || (merge_here && ts.n == 1);
   float* part_ml = reinterpret_cast<float*>(a.part_ml);
   const int64_t prow = static_cast<int64_t>(t) * a.num_heads;  // partial rows of this token
   if (ctx.kend < 0 || k_begin >= k_stop) {
-    // Nothing to attend in this split: an empty partial (or NaN rows when the metadata is bad).
-    for (int r = threadIdx.x; r < nrows; r += kThreads) {
-      if (a.splits > 1) {
+    if (!direct && !merge_here) {
+      // Nothing to attend in this split: an empty partial for combine_kernel.
+      for (int r = threadIdx.x; r < nrows; r += kThreads) {
         float* ml = part_ml + ((prow + h0 + r) * a.splits + split) * 2;
         ml[0] = -INFINITY;
         ml[1] = 0.0f;
       }
-    }
-    if (a.splits == 1) {
+    } else if (split == 0) {
+      // Only bad metadata leaves split 0 without keys: NaN rows (the error was reported).
       T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + h0 * HD;
       for (int i = threadIdx.x; i < nrows * HD; i += kThreads) out[i] = nan_of<T>();
     }
-    return;
+    return;  // merged here, a split past the token's own has nothing to write and counts nothing
   }
   const int32_t* row = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(ctx.seq) * a.max_blocks;
   const int n_tiles = (k_stop - k_begin + kBN - 1) / kBN;
@@ -182,7 +208,7 @@ __device__ void decode_impl(const AttnArgs& a) {
       sum += red_l[w * 16 + r] * f;
       acc += red_o[(w * 16 + r) * HD + d] * f;
     }
-    if (a.splits == 1) {
+    if (direct) {
       T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + (h0 + r) * HD;
       out[d] = from_f<T>(acc / sum);
     } else {
@@ -193,6 +219,36 @@ __device__ void decode_impl(const AttnArgs& a) {
         part_ml[prow_h * 2 + 1] = sum;
       }
     }
+  }
+  if (direct || !merge_here) return;
+
+  // The last of the token's ts.n splits to arrive merges every partial of its rows (threadFence-
+  // Reduction's pattern: each block's writes are fenced before it counts itself; the counter wraps
+  // back to 0 for the next call). Partials are read through L2: other blocks wrote them.
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* counter = reinterpret_cast<unsigned*>(a.counters) + static_cast<int64_t>(t) * gridDim.y + blockIdx.y;
+    s_last = atomicInc(counter, static_cast<unsigned>(ts.n - 1)) == static_cast<unsigned>(ts.n - 1);
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const float* po = reinterpret_cast<const float*>(a.part_o);
+  for (int i = threadIdx.x; i < nrows * HD; i += kThreads) {
+    const int r = i / HD, d = i % HD;
+    const int64_t row0 = (prow + h0 + r) * a.splits;
+    float mx = -INFINITY;
+    for (int sp = 0; sp < ts.n; sp++) mx = fmaxf(mx, __ldcg(part_ml + (row0 + sp) * 2));
+    float sum = 0.0f, acc = 0.0f;
+    for (int sp = 0; sp < ts.n; sp++) {
+      const float w = __ldcg(part_ml + (row0 + sp) * 2 + 1) * exp2f(__ldcg(part_ml + (row0 + sp) * 2) - mx);
+      sum += w;
+      acc += w * __ldcg(po + (row0 + sp) * HD + d);
+    }
+    T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + (h0 + r) * HD;
+    out[d] = from_f<T>(acc / sum);
   }
 }
 

@@ -72,6 +72,12 @@ Status launch_cache_write(const DeviceRuntime& rt, cuda::CUstream s, int dtype, 
   return run(rt, s, name, {static_cast<unsigned>(a.tokens)}, {128}, 0, &args);
 }
 
+Status launch_index_copy(const DeviceRuntime& rt, cuda::CUstream s, const xk::IndexCopyArgs& a) {
+  if (a.n <= 0) return Status::Ok();
+  xk::IndexCopyArgs args = a;
+  return run(rt, s, "x_index_copy_u32", {1}, {static_cast<unsigned>(xk::kIndexCopyMax)}, 0, &args);
+}
+
 namespace {
 constexpr int kPrefillRows = 64, kKeyTile = 64;
 unsigned prefill_smem(int hd) { return static_cast<unsigned>(kPrefillRows * hd * 2 + 2 * 2 * kKeyTile * hd * 2); }
@@ -155,7 +161,7 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
                         {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
                          static_cast<unsigned>(plan.splits)},
                         {128}, decode_smem(a.head_dim), &a));
-  if (plan.splits == 1) return Status::Ok();
+  if (plan.splits == 1 || a.counters != 0) return Status::Ok();  // one pass, or merged by the last split
   return run(rt, s, "x_attn_combine_" + sfx, {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads)},
              {128}, 0, &a);
 }

@@ -15,6 +15,7 @@ Status launch_rms_norm(const DeviceRuntime& rt, cuda::CUstream s, int dtype, con
 Status launch_rotary(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::RotaryArgs& a);
 Status launch_silu_and_mul(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::SiluArgs& a);
 Status launch_cache_write(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::CacheWriteArgs& a);
+Status launch_index_copy(const DeviceRuntime& rt, cuda::CUstream s, const xk::IndexCopyArgs& a);
 
 // How paged attention will run for a batch (also what the workspace must hold).
 struct AttnPlan {

@@ -75,6 +75,20 @@ struct AttnArgs {
   int32_t splits, split_len, head_chunks, tile_slots;
   float scale_log2;  // softmax scale · log2(e): scores are exponentiated with exp2
   uint64_t err;
+  // Split-KV arrival counters, u32 [tokens · num_kv_heads · head_chunks], zero between calls (each
+  // call leaves them zero): the last split of a (token, head chunk) to finish merges the partials
+  // itself. 0: a separate combine kernel merges them.
+  uint64_t counters;
+};
+
+// dst[dst_index[k]] = src[src_index[k]] for k < n, 4-byte elements (token ids fed back from the
+// sampler into the next step's inputs). Indices travel by value: the host checked them.
+constexpr int kIndexCopyMax = 256;
+struct IndexCopyArgs {
+  uint64_t dst, src;
+  int32_t n, pad;
+  int32_t dst_index[kIndexCopyMax];
+  int32_t src_index[kIndexCopyMax];
 };
 
 // One row of a sampling batch as packed by the TS layer (SAMPLE_ROW_BYTES = 80 there).

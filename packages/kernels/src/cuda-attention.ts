@@ -59,6 +59,18 @@ export function pagedAttentionCuda(
   if (options.decode !== undefined && typeof options.decode !== 'boolean') {
     throw new InvalidArgumentError('options.decode', 'a boolean', options.decode);
   }
+  const counters = options.counters;
+  if (counters !== undefined) {
+    contiguous('options.counters', assertTensor('options.counters', counters, ['i32'], dev));
+    const need = q.shape[0]! * (width / layout.headDim);
+    if (counters.numel < need) {
+      throw new InvalidArgumentError(
+        'options.counters',
+        `at least T · numHeads = ${need} elements`,
+        counters.numel,
+      );
+    }
+  }
   const params = {
     ...layout,
     out: gmat('out', out),
@@ -74,6 +86,7 @@ export function pagedAttentionCuda(
     queryStartLoc: queryStartLoc.ptr,
     workspace: options.workspace?.ptr,
     workspaceBytes: workspaceOf('options.workspace', options.workspace, dev),
+    counters: counters?.ptr,
     maxSeqLen,
     decode: options.decode === undefined ? -1 : options.decode ? 1 : 0,
     dtype: DTYPE_CODE[dtype],

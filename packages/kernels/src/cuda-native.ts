@@ -24,6 +24,7 @@ export interface KernelsCudaNative {
   ): { kind: 'prefill' | 'decode' | 'generic'; splits: number; workspaceBytes: number };
   cudaMatmul(stream: bigint, params: Params): void;
   cudaSample(stream: bigint, params: Params): void;
+  cudaIndexCopy(stream: bigint, params: Params): void;
   cudaFetchErrors(stream: bigint): void;
   cudaReadErrors(device: number): string | undefined;
   cudaInfo(): {

@@ -21,6 +21,13 @@ export interface PagedAttentionOptions {
    */
   workspace?: Tensor;
   /**
+   * CUDA: i32 arrival counters, at least T · numHeads elements, all zero before the first call
+   * (persistent memory under a tag sleep does not discard; every call leaves them zero). With them
+   * the split-KV decode kernel merges its partials in the split that finishes last, with no second
+   * kernel. Without them a combine kernel merges them. The CPU ignores them.
+   */
+  counters?: Tensor;
+  /**
    * CUDA: an upper bound of seqLens (default: blockTables width × blockSize). A tighter bound lets
    * decode split long contexts better; a sequence longer than it is reported as an error.
    */

@@ -1,5 +1,6 @@
 // GPU checks of paged attention against the CPU kernel: prefill (tensor-core flash kernel), decode
-// (split-KV over the context, with and without a workspace), the generic kernel for other head
+// (split-KV over the context, with and without a workspace; partials merged by a combine kernel or,
+// with arrival counters, by the last split, which leaves the counters zero), the generic kernel for other head
 // sizes, GQA/MQA ratios, block sizes, ragged batches, contexts to 32k, and bad metadata. Slots of
 // the cache that no sequence owns hold NaN, so a kernel reading past a sequence fails the check.
 import assert from 'node:assert/strict';
@@ -36,10 +37,12 @@ async function runCase({
   decode: dec,
   seed = 1,
   maxSeqLen,
+  counters = false,
+  maxBlocks: minMaxBlocks = 0,
 }) {
   const rand = rng(seed);
   const need = seqs.map((s) => Math.ceil(s.ctx / bs));
-  const maxBlocks = Math.max(...need) + 1;
+  const maxBlocks = Math.max(Math.max(...need) + 1, minMaxBlocks);
   const numBlocks = need.reduce((a, b) => a + b, 0) + 3;
   // Blocks handed out in a shuffled order, as a block pool would.
   const ids = Array.from({ length: numBlocks }, (_, i) => i);
@@ -92,6 +95,8 @@ async function runCase({
     });
     if (bytes > 0) ws = gpu.tensor('u8', [bytes]);
   }
+  let cnt;
+  if (counters) cnt = await gpu.upload('i32', [tokens * nq], new Int32Array(tokens * nq));
   pagedAttention(
     gpu.stream,
     out,
@@ -101,11 +106,19 @@ async function runCase({
     {
       ...meta,
       ...(ws ? { workspace: ws } : {}),
+      ...(cnt ? { counters: cnt } : {}),
       ...(dec === undefined ? {} : { decode: dec }),
       ...(maxSeqLen ? { maxSeqLen } : {}),
     },
   );
   const got = await gpu.readF32(out);
+  if (cnt) {
+    const left = await gpu.read(cnt);
+    assert.ok(
+      left.every((c) => c === 0),
+      'every arrival counter is back at zero after the call',
+    );
+  }
 
   const co = cpu.tensor('f32', [tokens, nq * hd]);
   pagedAttention(
@@ -169,7 +182,11 @@ for (const dtype of ['bf16', 'f16']) {
         ctx: 1 + Math.floor(rand() * big(4096, 300)),
         qlen: 1,
       }));
-      for (const workspace of [true, false]) {
+      for (const [workspace, counters] of [
+        [true, false],
+        [false, false],
+        [true, true],
+      ]) {
         const { got, want } = await runCase({
           dtype,
           seqs,
@@ -178,10 +195,51 @@ for (const dtype of ['bf16', 'f16']) {
           hd: 128,
           bs: 16,
           workspace,
+          counters,
           seed: 5,
         });
-        assertClose(`decode workspace=${workspace}`, got, want, dtype);
+        assertClose(`decode workspace=${workspace} counters=${counters}`, got, want, dtype);
       }
+    });
+
+    it('decode merged by the last split: a batch of 1 planned for 4k, contexts around each split boundary', async () => {
+      // One sequence planned for 4096 keys (16 splits): each context divides into its own number
+      // of splits (one pass up to 256 keys), so every boundary case of the division runs.
+      const ctxs = SMALL ? [1, 256, 257, 700] : [1, 64, 255, 256, 257, 511, 513, 1000, 2049, 4096];
+      for (const counters of [true, false]) {
+        for (const ctx of ctxs) {
+          const { got, want } = await runCase({
+            dtype,
+            seqs: [{ ctx, qlen: 1 }],
+            nq: 32,
+            nk: 8,
+            hd: 128,
+            bs: 16,
+            counters,
+            maxBlocks: 4096 / 16,
+            decode: true,
+            seed: 40 + ctx,
+          });
+          assertClose(`decode 1 x ${ctx} counters=${counters}`, got, want, dtype);
+        }
+      }
+      // Several query tokens of one sequence split differently (each attends to its own prefix),
+      // GQA 16 (one head chunk) and hd 64.
+      const r = await runCase({
+        dtype,
+        seqs: [
+          { ctx: big(3000, 600), qlen: 5 },
+          { ctx: 200, qlen: 1 },
+        ],
+        nq: 16,
+        nk: 1,
+        hd: 64,
+        bs: 16,
+        counters: true,
+        decode: true,
+        seed: 41,
+      });
+      assertClose('decode 5 query tokens, merged by the last split', r.got, r.want, dtype);
     });
 
     it('decode: contexts to 32k, several query tokens per sequence, MQA with 2 head chunks', async () => {
@@ -198,6 +256,20 @@ for (const dtype of ['bf16', 'f16']) {
         seed: 6,
       });
       assertClose('decode 32k', r.got, r.want, dtype);
+      r = await runCase({
+        dtype,
+        seqs: [
+          { ctx: big(32768, 600), qlen: 1 },
+          { ctx: big(20000, 301), qlen: 1 },
+        ],
+        nq: 32,
+        nk: 4,
+        hd: 128,
+        bs: 16,
+        counters: true,
+        seed: 6,
+      });
+      assertClose('decode 32k merged by the last split', r.got, r.want, dtype);
       r = await runCase({
         dtype,
         seqs: [{ ctx: big(32768, 500), qlen: 4 }],
@@ -223,6 +295,26 @@ for (const dtype of ['bf16', 'f16']) {
         seed: 8,
       });
       assertClose('decode MQA 32 heads', r.got, r.want, dtype);
+      r = await runCase({
+        dtype,
+        seqs: [
+          { ctx: 900, qlen: 1 },
+          { ctx: 33, qlen: 1 },
+          { ctx: 1, qlen: 1 },
+        ],
+        nq: 32,
+        nk: 1,
+        hd: 128,
+        bs: 8,
+        counters: true,
+        seed: 8,
+      });
+      assertClose(
+        'decode MQA 32 heads (2 head chunks) merged by the last split',
+        r.got,
+        r.want,
+        dtype,
+      );
     });
 
     it('generic kernel: head sizes 4, 16, 80 and 256 (prefill and decode)', async () => {
@@ -278,6 +370,43 @@ describe('pagedAttention bad metadata on the GPU', () => {
         Number.isFinite(decode('bf16', bits.subarray(0, 64))[0]),
         'the good sequence was not computed',
       );
+    }
+    {
+      // Split-KV planned (a 20-block table: 2 splits), merged by the last split: the bad row is NaN
+      // and the counters stay zero (its splits never count themselves).
+      const table = Int32Array.from({ length: 40 }, (_, i) => i % 4);
+      const ws = gpu.tensor('u8', [
+        pagedAttentionWorkspaceBytes(DEV, {
+          numHeads: 1,
+          numKvHeads: 1,
+          headDim: 64,
+          blockSize: bs,
+          maxBlocks: 20,
+          maxTokens: 2,
+        }),
+      ]);
+      const counters = await gpu.upload('i32', [2], new Int32Array(2));
+      const out = gpu.tensor('bf16', [2, 64]);
+      pagedAttention(gpu.stream, out, q, cache, cache, {
+        blockTables: await gpu.upload('i32', [2, 20], table),
+        seqLens: await gpu.upload('i32', [2], Int32Array.from([40, 321])),
+        queryStartLoc: await gpu.upload('i32', [3], Int32Array.from([0, 1, 2])),
+        scale: 0.125,
+        decode: true,
+        workspace: ws,
+        counters,
+      });
+      await assert.rejects(
+        checkKernelErrors(gpu.stream),
+        /seqLens\[1\] = 321 must be in \[query length 1, 320\]/,
+      );
+      const bits = await gpu.read(out);
+      assert.ok(
+        bits.subarray(64).every((b) => b === 0xffff),
+        'merged split: the bad row is not NaN',
+      );
+      assert.ok(Number.isFinite(decode('bf16', bits.subarray(0, 64))[0]), 'the good row');
+      assert.deepEqual([...(await gpu.read(counters))], [0, 0]);
     }
     const out = gpu.tensor('bf16', [1, 64]);
     pagedAttention(gpu.stream, out, q.slice(0, 0, 1), cache, cache, {

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   checkKernelErrors,
   embedding,
+  indexCopy,
   reshapeAndCache,
   rmsNorm,
   ropeCosSinCache,
@@ -70,6 +71,7 @@ for (const dtype of ['bf16', 'f16']) {
         [2, 12288],
         [2, 40000],
         [3, 13],
+        [100, 4096], // past the rows that prefetch the weight
       ];
       for (const [rows, cols] of SMALL ? shapes.slice(0, 4) : shapes) {
         for (const fused of [false, true]) {
@@ -268,6 +270,34 @@ for (const dtype of ['bf16', 'f16']) {
     });
   });
 }
+
+describe('indexCopy on the GPU', () => {
+  it('copies 32-bit patterns to their indices (300 pairs: two launches), nothing else', async () => {
+    const rand = rng(21);
+    const n = 300;
+    const src = Int32Array.from({ length: 512 }, (_, i) =>
+      i === 0 ? 0x7fc00001 : i === 1 ? 1 : Math.floor(rand() * 2 ** 31) - 2 ** 30,
+    );
+    // Destinations: a shuffled subset of [0, 1000); sources: random, repeats allowed.
+    const slots = Array.from({ length: 1000 }, (_, i) => i);
+    for (let i = slots.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [slots[i], slots[j]] = [slots[j], slots[i]];
+    }
+    const dstIndex = slots.slice(0, n);
+    const srcIndex = Array.from({ length: n }, (_, k) => (k < 2 ? k : Math.floor(rand() * 512)));
+    const srcT = await gpu.upload('i32', [512], src);
+    const dstT = gpu.tensor('i32', [1000]); // poisoned: -1 everywhere
+    indexCopy(gpu.stream, dstT, dstIndex, srcT, srcIndex);
+    const got = await gpu.read(dstT);
+    const want = new Int32Array(1000).fill(-1);
+    dstIndex.forEach((d, k) => {
+      want[d] = src[srcIndex[k]];
+    });
+    assert.deepEqual([...got], [...want]);
+    await checkKernelErrors(gpu.stream);
+  });
+});
 
 describe('data-dependent errors on the GPU', () => {
   it('are skipped without touching memory and reported by checkKernelErrors, once', async () => {
