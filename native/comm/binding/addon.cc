@@ -4,6 +4,8 @@
 // timeoutMs so the TS layer can raise CommError.
 #include <napi.h>
 
+#include <cstddef>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "../csrc/gloo_group.h"
 #include "../csrc/tcp_store.h"
 #include "glue.h"
+#include "host_args.h"
 #include "x/core_api.h"
 #include "x/napi_util.h"
 
@@ -188,13 +191,12 @@ struct Job {
   bool ran = false;
   Result result;
   const x_core_api* core = nullptr;  // tensor forms: memory is re-checked when the op runs
+  HostArgs host;                     // host forms: the copies the op runs on
 };
 
-// Tensor forms run later, on the stream's thread: the memory may have been freed or put to sleep
-// since the enqueue, as core's own copies re-check at run time. Refused, the op fails the stream
-// instead of touching it.
-Status check_at_run(const Job& j) {
-  if (j.core == nullptr) return Status::Ok();
+// The reason a tensor-form op cannot touch one of its buffers now (ok when it can): freed, put to
+// sleep, or never x's memory.
+Status unusable_range(const Job& j) {
   for (const Range& r : op_ranges(j.op, j.gs->group->size())) {
     if (r.bytes == 0) continue;
     int rc = j.core->check_range(X_DEVICE_CPU, reinterpret_cast<uint64_t>(r.ptr), r.bytes);
@@ -210,63 +212,89 @@ Status check_at_run(const Job& j) {
   return Status::Ok();
 }
 
-int job_run(void* user) {
-  auto* j = static_cast<Job*>(user);
-  j->result.st = check_at_run(*j);
-  if (j->result.st.ok()) j->result.st = j->gs->group->run(j->op, &j->result.failure);
-  j->ran = true;
-  if (j->result.st.ok()) return 0;
+void record_failure(Job* j) {
   std::lock_guard<std::mutex> lock(j->gs->mu);
   if (j->gs->last.ok()) {
     j->gs->last = j->result.st;
     j->gs->last_failure = j->result.failure;
   }
+}
+
+int job_run(void* user) {
+  auto* j = static_cast<Job*>(user);
+  // Tensor forms: core holds the declared ranges while this runs (stream_enqueue_host_ranges); an
+  // older core without that entry only lets us re-check them here.
+  j->result.st = j->core != nullptr ? unusable_range(*j) : Status::Ok();
+  if (j->result.st.ok()) j->result.st = j->gs->group->run(j->op, &j->result.failure);
+  j->ran = true;
+  if (j->result.st.ok()) {
+    take_outputs(&j->host, &j->result);
+    return 0;
+  }
+  record_failure(j);
   return 1;
 }
 
+// Called once, after job_run or instead of it: the stream shut down first, or (tensor forms) core
+// cancelled the op because a buffer was freed or put to sleep before it ran.
 void job_cleanup(void* user) {
   auto* j = static_cast<Job*>(user);
-  if (j->settle) {
-    if (!j->ran) {
-      j->result.st = Status::Error(Code::kInternal, std::string(x::comm::op_name(j->op.kind)) +
-                                                        " was dropped: its stream shut down before it ran");
-      j->result.st.operation = x::comm::op_name(j->op.kind);
+  if (!j->ran) {
+    const char* name = x::comm::op_name(j->op.kind);
+    j->result.st = j->core != nullptr ? unusable_range(*j) : Status::Ok();
+    if (j->result.st.ok()) {
+      j->result.st = Status::Error(Code::kInternal, std::string(name) + " was dropped: its stream shut down before it ran");
+      j->result.st.operation = name;
     }
-    j->settle(std::move(j->result));
+    if (j->core != nullptr) record_failure(j);
   }
+  if (j->settle) j->settle(std::move(j->result));
   delete j;
+}
+
+bool has_enqueue_ranges(const x_core_api* core) {
+  return core->size >= offsetof(x_core_api, stream_enqueue_host_ranges) + sizeof(x_core_api::stream_enqueue_host_ranges);
 }
 
 // enqueue(group, capi, stream, op, wantPromise) -> Promise | undefined
 Napi::Value Enqueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto gs = group_of(info[0]);
-  auto* core = reinterpret_cast<const x_core_api*>(u64(info[1], "capi"));
+  const x_core_api* core = core_table(env, info[1]);
   auto* stream = reinterpret_cast<x_stream*>(u64(info[2], "stream"));
-  if (core == nullptr || core->version != X_CORE_API_VERSION || core->size < sizeof(x_core_api))
-    check(env, Status::Error(Code::kInternal, "@x/core's C table has an unexpected version"));
-  auto* job = new Job{gs, op_of(info[3].As<Napi::Object>()), nullptr, false, {}};
-  if (!info[4].ToBoolean()) {
-    // Tensor forms: the memory must be x's (HostBuffer, @x/cumem) and awake, now and when it runs.
+  const bool host_form = info[4].ToBoolean();
+  Napi::Object desc = info[3].As<Napi::Object>();
+  auto job = std::make_unique<Job>();
+  job->gs = gs;
+  job->op = op_of(desc);
+  std::vector<x_range> ranges;
+  if (host_form) {
+    stage_host_args(env, desc, &job->op, &job->host);
+  } else {
+    // Tensor forms: the memory must be x's (HostBuffer, @x/cumem) and awake, now and while it runs.
     job->core = core;
-    try {
-      use_ranges(env, core, stream, job->op, gs->group->size());
-    } catch (...) {
-      delete job;
-      throw;
+    for (const Range& r : op_ranges(job->op, gs->group->size())) {
+      if (r.bytes > 0) ranges.push_back(x_range{reinterpret_cast<uint64_t>(r.ptr), r.bytes, r.what});
     }
+    if (!has_enqueue_ranges(core)) use_ranges(env, core, stream, job->op, gs->group->size());
   }
   Napi::Value ret = env.Undefined();
-  if (info[4].ToBoolean()) ret = make_pending(env, nullptr, gs->group->rank(), &job->settle);
+  if (host_form) {
+    ret = make_pending(env, nullptr, gs->group->rank(), &job->settle, copy_back(job->host.arrays));
+  }
   std::string label = std::string("comm.") + x::comm::op_name(job->op.kind);
-  int rc = core->stream_enqueue_host(stream, job_run, job_cleanup, job, label.c_str());
+  Job* raw = job.get();
+  int rc = has_enqueue_ranges(core) ? core->stream_enqueue_host_ranges(stream, job_run, job_cleanup, raw, label.c_str(),
+                                                                       ranges.data(), ranges.size())
+                                    : core->stream_enqueue_host(stream, job_run, job_cleanup, raw, label.c_str());
   if (rc != 0) {
-    // Not enqueued: the cleanup never runs, so settle and free here.
+    // Not enqueued: the cleanup never runs, so settle (which releases the promise's thread-safe
+    // function) and free here; the call throws.
     Status st = Status::Error(static_cast<Code>(rc), core->last_error());
     if (job->settle) job->settle(make_result(st));
-    delete job;
     check(env, st);
   }
+  job.release();  // owned by the stream now: job_cleanup deletes it
   return ret;
 }
 

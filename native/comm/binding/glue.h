@@ -4,6 +4,7 @@
 
 #include <napi.h>
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,7 @@ struct Result {
   int64_t num = 0;
   bool flag = false;
   std::vector<std::string> list;
+  std::vector<std::vector<char>> outputs;  // host forms: what the operation wrote, per written array
 };
 using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
 using Settle = std::function<void(Result)>;
@@ -54,24 +56,50 @@ inline Napi::Error to_error(Napi::Env env, const Result& r, int rank) {
   return e;
 }
 
-// A promise settled from any thread. keep_alive: the pending promise holds the event loop open.
-inline Napi::Promise make_pending(Napi::Env env, Convert convert, int rank, Settle* settle_out) {
+// Node deletes a thread-safe function when its environment is torn down (a worker thread exiting
+// or terminated), even while other threads still hold it, so a completion that arrives later must
+// not touch it. The function's finalizer (JS thread, just before the delete) clears `alive` under
+// `mu`; a settle calls the function only under `mu` while `alive` holds (as x/napi_util.h does).
+struct TsfnLife {
+  std::mutex mu;
+  bool alive = true;
+};
+
+// On the JS thread once the operation is over, whatever its outcome, before the promise settles
+// (host forms copy results into their arrays and drop their references here).
+using JsDone = std::function<void(Napi::Env, Result&)>;
+
+// A promise settled from any thread, exactly once. The pending promise keeps the event loop open.
+// A settle after the environment is gone is dropped: nobody waits any more.
+inline Napi::Promise make_pending(Napi::Env env, Convert convert, int rank, Settle* settle_out,
+                                  JsDone js_done = nullptr) {
   auto deferred = std::make_shared<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
   Napi::Promise promise = deferred->Promise();
+  auto life = std::make_shared<TsfnLife>();
   auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
-                                            "x.comm.settle", 0, 1);
-  *settle_out = [deferred, tsfn, convert, rank](Result res) mutable {
+                                            "x.comm.settle", 0, 1, [life](Napi::Env) {
+                                              std::lock_guard<std::mutex> lock(life->mu);
+                                              life->alive = false;
+                                            });
+  *settle_out = [deferred, tsfn, convert, rank, life, js_done](Result res) mutable {
+    // Held across the call: the finalizer waits for it, never the reverse (the queue is
+    // unbounded, so the call does not block on the JS thread).
+    std::lock_guard<std::mutex> lock(life->mu);
+    if (!life->alive) return;
     auto* r = new Result(std::move(res));
     auto local = tsfn;
-    napi_status s = local.BlockingCall(r, [deferred, convert, rank](Napi::Env env, Napi::Function, Result* p) {
-      std::unique_ptr<Result> owned(p);
-      if (env == nullptr) return;
-      try {
-        if (p->st.ok()) deferred->Resolve(convert ? convert(env, *p) : env.Undefined());
-        else deferred->Reject(to_error(env, *p, rank).Value());
-      } catch (const Napi::Error&) {
-      }
-    });
+    napi_status s =
+        local.BlockingCall(r, [deferred, convert, rank, js_done](Napi::Env env, Napi::Function, Result* p) {
+          std::unique_ptr<Result> owned(p);
+          if (env == nullptr) return;  // torn down between the call and now
+          try {
+            if (js_done) js_done(env, *p);
+            if (p->st.ok()) deferred->Resolve(convert ? convert(env, *p) : env.Undefined());
+            else deferred->Reject(to_error(env, *p, rank).Value());
+          } catch (const Napi::Error&) {
+            // The environment is shutting down and refused the call; there is no one to tell.
+          }
+        });
     if (s != napi_ok) delete r;
     local.Release();
   };
@@ -103,6 +131,18 @@ struct ServerHandle {
 inline std::shared_ptr<KvStore> store_of(const Napi::Value& v) {
   if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "expected a native store handle");
   return v.As<Napi::External<StoreHandle>>().Data()->store;
+}
+
+// @x/core's C table from its address (`core.capi()`). Entries are only ever appended and `size`
+// says how many a core fills, so a core is accepted when it fills every entry this addon calls
+// (the last one is stream_use_range), also when this addon was built against a longer table.
+inline const x_core_api* core_table(Napi::Env env, const Napi::Value& v) {
+  auto* core = reinterpret_cast<const x_core_api*>(x::napi::u64(v, "capi"));
+  constexpr size_t need = offsetof(x_core_api, stream_use_range) + sizeof(x_core_api::stream_use_range);
+  if (core == nullptr || core->version != X_CORE_API_VERSION || core->size < need) {
+    x::napi::check(env, Status::Error(Code::kInternal, "@x/core's C table has an unexpected version"));
+  }
+  return core;
 }
 
 // Operation descriptors from JS (packages/comm/src/native.ts NativeOp), read on the JS thread.

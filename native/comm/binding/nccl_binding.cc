@@ -58,10 +58,8 @@ Napi::Value CloseNcclGroup(const Napi::CallbackInfo& info) {
 Napi::Value NcclEnqueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto g = nccl_group_of(info[0]);
-  auto* core = reinterpret_cast<const x_core_api*>(x::napi::u64(info[1], "capi"));
+  const x_core_api* core = core_table(env, info[1]);
   auto* stream = reinterpret_cast<x_stream*>(x::napi::u64(info[2], "stream"));
-  if (core == nullptr || core->version != X_CORE_API_VERSION || core->size < sizeof(x_core_api))
-    x::napi::check(env, Status::Error(Code::kInternal, "@x/core's C table has an unexpected version"));
   int device = X_DEVICE_CPU;
   if (core->stream_device(stream, &device) != X_SUCCESS)
     x::napi::check(env, Status::Invalid(std::string("Expected a live Stream for stream: ") + core->last_error()));

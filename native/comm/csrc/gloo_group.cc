@@ -8,6 +8,7 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
+#include <gloo/transport/tcp/pair.h>
 
 #include <array>
 #include <chrono>
@@ -62,16 +63,42 @@ class StoreAdapter : public gloo::rendezvous::Store {
 };
 
 // One TCP device (one event-loop thread) per listening host, shared by the groups of a process.
+// Leaked on purpose: objects with static storage duration are destroyed by exit() while other
+// threads (a connect in flight) may still use them.
 std::shared_ptr<gloo::transport::Device> device_for(const std::string& host) {
-  static std::mutex mu;
-  static std::map<std::string, std::weak_ptr<gloo::transport::Device>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto d = cache[host].lock()) return d;
+  struct Cache {
+    std::mutex mu;
+    std::map<std::string, std::weak_ptr<gloo::transport::Device>> devices;
+  };
+  static Cache* cache = new Cache();
+  std::lock_guard<std::mutex> lock(cache->mu);
+  if (auto d = cache->devices[host].lock()) return d;
   gloo::transport::tcp::attr attr;
   attr.hostname = host;
   auto d = gloo::transport::tcp::CreateDevice(attr);
-  cache[host] = d;
+  cache->devices[host] = d;
   return d;
+}
+
+// Fails every operation waiting on `ctx`'s connections at once with an IoException, as gloo does
+// itself when a wait times out (tcp::Context::signalException). The entry point,
+// tcp::Pair::signalExceptionExternal, is protected: a pointer to it is taken through a subclass.
+struct PairAbort : gloo::transport::tcp::Pair {
+  static void abort(gloo::transport::Pair* p, const std::string& why) {
+    auto* pair = dynamic_cast<gloo::transport::tcp::Pair*>(p);
+    if (pair == nullptr) return;
+    std::exception_ptr (gloo::transport::tcp::Pair::*signal)(const std::string&) = &PairAbort::signalExceptionExternal;
+    (pair->*signal)(why);
+  }
+};
+
+void abort_connections(gloo::Context& ctx, const std::string& why) {
+  // The pairs are fixed once the context is connected; each one takes its own lock.
+  for (int i = 0; i < ctx.size; i++) {
+    if (i == ctx.rank) continue;
+    auto& pair = ctx.getPair(i);
+    if (pair) PairAbort::abort(pair.get(), why);
+  }
 }
 
 bool is_timeout(const std::string& what) {
@@ -120,9 +147,19 @@ Group::Group(std::shared_ptr<KvStore> store, std::string prefix, int rank, int s
 Group::~Group() { close(); }
 
 void Group::close() {
-  std::lock_guard<std::mutex> lock(mu_);
-  context_.reset();
-  if (broken_.empty()) broken_ = "the group was disposed";
+  std::shared_ptr<gloo::Context> ctx, running;
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    if (closed_) return;
+    closed_ = true;
+    ctx = std::move(context_);
+    running = active_;
+    if (broken_.empty()) broken_ = "the group was disposed";
+  }
+  // An operation in flight fails now (its waits throw) instead of running out its timeout: peers
+  // see the connections close, as when a process dies.
+  if (running) abort_connections(*running, "rank " + std::to_string(rank_) + ": the group was disposed");
+  // `ctx` closes its connections here, or on the operation's thread when it lets go of `running`.
 }
 
 Status Group::fail(const std::string& op, const std::string& message, CommFailure* failure, bool timed_out,
@@ -130,18 +167,33 @@ Status Group::fail(const std::string& op, const std::string& message, CommFailur
   if (timed_out) failure->timeout_ms = timeout_ms;
   Status st = Status::Error(timed_out ? Code::kTimeout : Code::kInternal, message);
   st.operation = op;
+  std::lock_guard<std::mutex> lock(state_mu_);
   if (broken_.empty()) broken_ = message;
   return st;
 }
 
 Status Group::connect(CommFailure* failure) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> op_lock(op_mu_);
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    if (closed_) {
+      Status st = Status::Error(Code::kInternal, "rank " + std::to_string(rank_) + ": the group was disposed before it connected");
+      st.operation = "init";
+      return st;
+    }
+  }
   try {
     auto dev = device_for(host_);
     auto ctx = std::make_shared<gloo::rendezvous::Context>(rank_, size_);
     ctx->setTimeout(ms(timeout_ms_));
     StoreAdapter adapter(store_, prefix_, timeout_ms_);
     ctx->connectFullMesh(adapter, dev);
+    std::lock_guard<std::mutex> lock(state_mu_);
+    if (closed_) {
+      Status st = Status::Error(Code::kInternal, "rank " + std::to_string(rank_) + ": the group was disposed while it connected");
+      st.operation = "init";
+      return st;  // `ctx` closes its connections on the way out
+    }
     context_ = ctx;
     return Status::Ok();
   } catch (const StoreFailure& e) {
@@ -173,29 +225,41 @@ Status Group::connect(CommFailure* failure) {
 }
 
 Status Group::run(const OpDesc& op, CommFailure* failure) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> op_lock(op_mu_);
   const char* name = op_name(op.kind);
-  if (!broken_.empty() || !context_) {
-    Status st = Status::Error(Code::kInternal, "rank " + std::to_string(rank_) + ": " + name +
-                                                   " on a group that is unusable after an earlier failure: " +
-                                                   (broken_.empty() ? "not connected" : broken_));
-    st.operation = name;
-    return st;
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    if (!broken_.empty() || !context_) {
+      Status st = Status::Error(Code::kInternal, "rank " + std::to_string(rank_) + ": " + name +
+                                                     " on a group that is unusable after an earlier failure: " +
+                                                     (broken_.empty() ? "not connected" : broken_));
+      st.operation = name;
+      return st;
+    }
+    active_ = context_;
   }
+  std::shared_ptr<gloo::Context> ctx = active_;  // this thread's reference while the op runs
   int64_t t = op.timeout_ms > 0 ? op.timeout_ms : timeout_ms_;
+  Status st;
   try {
-    return run_locked(op, t, failure);
+    st = run_locked(op, t, failure);
   } catch (const std::exception& e) {
     std::string what = e.what();
     // gloo reports a dead peer as an IoException from the pair ("Connection closed by peer",
     // "Connection reset by peer") and an expired wait as "Timed out ...".
     std::string peer = failure->peer >= 0 ? " with peer " + std::to_string(failure->peer) : "";
-    return fail(name, "rank " + std::to_string(rank_) + ": " + name + peer + " failed: " + what, failure,
-                is_timeout(what), t);
+    st = fail(name, "rank " + std::to_string(rank_) + ": " + name + peer + " failed: " + what, failure,
+              is_timeout(what), t);
   } catch (...) {
-    return fail(name, "rank " + std::to_string(rank_) + ": " + name + " failed with an unknown exception",
-                failure, false, t);
+    st = fail(name, "rank " + std::to_string(rank_) + ": " + name + " failed with an unknown exception", failure,
+              false, t);
   }
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    active_.reset();
+  }
+  // After a close() in the meantime `ctx` is the last reference: the connections close here.
+  return st;
 }
 
 Status Group::check_metadata(const OpDesc& op, int64_t t, CommFailure* failure) {
@@ -205,7 +269,7 @@ Status Group::check_metadata(const OpDesc& op, int64_t t, CommFailure* failure) 
   if (op.kind == OpKind::kBroadcast) mine[3] = op.root;
   if (op.kind == OpKind::kBarrier) mine[1] = mine[2] = 0;
   std::vector<int64_t> all(static_cast<size_t>(kMetaWords) * size_);
-  gloo::AllgatherOptions o(context_);
+  gloo::AllgatherOptions o(active_);
   o.setInput(mine, kMetaWords);
   o.setOutput(all.data(), all.size());
   o.setTag(kMetaTag);
@@ -241,7 +305,7 @@ Status Group::run_locked(const OpDesc& op, int64_t t, CommFailure* failure) {
   const uint32_t tag = seq_ & 0x3fffffffu;
   switch (op.kind) {
     case OpKind::kBarrier: {
-      gloo::BarrierOptions o(context_);
+      gloo::BarrierOptions o(active_);
       o.setTag(tag);
       o.setTimeout(ms(t));
       gloo::barrier(o);
@@ -265,7 +329,7 @@ Status Group::run_locked(const OpDesc& op, int64_t t, CommFailure* failure) {
       }
       // The reduction sees elements of the real dtype; gloo only needs their width to split the
       // buffer, so an unsigned type of the same size stands in (f16/bf16 included).
-      gloo::AllreduceOptions typed(context_);
+      gloo::AllreduceOptions typed(active_);
       switch (esize) {
         case 1: typed.setOutput(static_cast<uint8_t*>(buf), n); break;
         case 2: typed.setOutput(static_cast<uint16_t*>(buf), n); break;
@@ -283,7 +347,7 @@ Status Group::run_locked(const OpDesc& op, int64_t t, CommFailure* failure) {
     case OpKind::kBroadcast: {
       if (op.count == 0 || size_ == 1) return Status::Ok();
       if (op.root < 0 || op.root >= size_) return Status::Invalid("broadcast root out of range");
-      gloo::BroadcastOptions o(context_);
+      gloo::BroadcastOptions o(active_);
       o.setOutput(static_cast<uint8_t*>(op.in), bytes);
       o.setRoot(op.root);
       o.setTag(tag);
@@ -297,7 +361,7 @@ Status Group::run_locked(const OpDesc& op, int64_t t, CommFailure* failure) {
         std::memmove(op.out, op.in, bytes);
         return Status::Ok();
       }
-      gloo::AllgatherOptions o(context_);
+      gloo::AllgatherOptions o(active_);
       o.setInput(static_cast<uint8_t*>(op.in), bytes);
       o.setOutput(static_cast<uint8_t*>(op.out), bytes * size_);
       o.setTag(tag);
@@ -331,7 +395,7 @@ Status Group::p2p(const std::vector<P2P>& items, int64_t t, const char* name, Co
   // Phase 1: headers (sender -> receiver).
   for (size_t i = 0; i < n; i++) {
     hdr[i] = {static_cast<int64_t>(items[i].count), static_cast<int64_t>(items[i].dtype)};
-    bufs[i] = context_->createUnboundBuffer(hdr[i].data(), sizeof(hdr[i]));
+    bufs[i] = active_->createUnboundBuffer(hdr[i].data(), sizeof(hdr[i]));
     failure->peer = items[i].peer;
     if (items[i].send) bufs[i]->send(items[i].peer, slot(items[i].tag, 1));
     else bufs[i]->recv(items[i].peer, slot(items[i].tag, 1));
@@ -346,7 +410,7 @@ Status Group::p2p(const std::vector<P2P>& items, int64_t t, const char* name, Co
     if (!items[i].send) {
       ack[i] = {static_cast<int64_t>(items[i].count), static_cast<int64_t>(items[i].dtype)};
     }
-    bufs[i] = context_->createUnboundBuffer(ack[i].data(), sizeof(ack[i]));
+    bufs[i] = active_->createUnboundBuffer(ack[i].data(), sizeof(ack[i]));
     if (items[i].send) bufs[i]->recv(items[i].peer, slot(items[i].tag, 2));
     else bufs[i]->send(items[i].peer, slot(items[i].tag, 2));
   }
@@ -377,7 +441,7 @@ Status Group::p2p(const std::vector<P2P>& items, int64_t t, const char* name, Co
   for (size_t i = 0; i < n; i++) {
     size_t bytes = items[i].count * dtype_size(items[i].dtype);
     if (bytes == 0) continue;
-    bufs[i] = context_->createUnboundBuffer(items[i].ptr, bytes);
+    bufs[i] = active_->createUnboundBuffer(items[i].ptr, bytes);
     if (items[i].send) bufs[i]->send(items[i].peer, slot(items[i].tag, 3));
     else bufs[i]->recv(items[i].peer, slot(items[i].tag, 3));
     posted[i] = true;

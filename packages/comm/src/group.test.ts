@@ -130,13 +130,16 @@ describe('ProcessGroup tensor forms and memory', () => {
     const t = new Tensor({ ptr: hb.ptr, dtype: 'f32', shape: [4], device: 'cpu' });
     const past = new Tensor({ ptr: hb.ptr + 32n, dtype: 'f32', shape: [16], device: 'cpu' });
     expect(() => g.broadcast(past, 0, s)).toThrow(/runs past the end/);
-    // Enqueued while valid, freed before it runs: the op is refused on the stream thread (it
-    // would touch unmapped memory) and fails the stream instead of the process.
+    // Enqueued while valid, freed before it runs: the stream cancels the op (it would touch
+    // unmapped memory) and fails with the reason instead of the process.
     s.delay(200);
     g.allGather(t, new Tensor({ ptr: hb.ptr + 16n, dtype: 'f32', shape: [4], device: 'cpu' }), s);
     hb.dispose();
     expect(() => g.allReduce(t, 'sum', s)).toThrow(InvalidArgumentError);
-    await expect(s.synchronize()).rejects.toMatchObject({ code: 'X_STREAM_ERROR' });
+    await expect(s.synchronize()).rejects.toMatchObject({
+      code: 'X_INVALID_ARGUMENT',
+      message: expect.stringMatching(/comm\.allGather not run: input .* is not memory x manages/),
+    });
     expect(g.lastError()?.message).toMatch(/allGather not run: its input is no longer usable/);
     expect(g.lastError()?.op).toBe('allGather');
     g.dispose();

@@ -287,7 +287,11 @@ export class ProcessGroup {
     return e === null ? undefined : (toCommError(e, undefined, this.rank) as CommError);
   }
 
-  /** Closes the connections (and subgroups'); rank 0 of a world also stops its store server. */
+  /**
+   * Closes the connections (and subgroups'); rank 0 of a world also stops its store server. Never
+   * waits for the network: an operation still on the wire fails at once with CommError (its peers
+   * see the connections close), later ones fail as on a disposed group.
+   */
   dispose(): void {
     if (this.#handle === undefined) return;
     for (const c of this.#children) c.dispose();
@@ -335,11 +339,12 @@ export class ProcessGroup {
     const h = this.handle();
     this.#private ??= Stream.create('cpu');
     const s = this.#private;
+    // Native code copies op's arrays when it enqueues, runs the operation on the copies, and
+    // writes the results back into the arrays (holding references to them) on this thread before
+    // the promise settles: native threads never touch JS memory, so a worker thread torn down
+    // mid-operation cannot have it written after it was freed.
     const p = callComm(() => native().enqueue(h, capi(), s.nativeHandle, op, true), this.rank);
-    // Native code reads and writes op's arrays until the promise settles, and holds no reference
-    // to them: this closure keeps them reachable until then (a collected input array was reused
-    // memory, and its bytes went on the wire).
-    return settle(p as Promise<void>, new Error(), this.rank).finally(() => keepAlive(op));
+    return settle(p as Promise<void>, new Error(), this.rank);
   }
 
   private stream(stream: unknown): Stream {
@@ -392,9 +397,4 @@ export class ProcessGroup {
 
 function hostBase(kind: number, a: HostArray, d: keyof typeof DTYPE_CODE): NativeOp {
   return { ...emptyOp(kind), in: a as NativeBuffer, count: a.length, dtype: DTYPE_CODE[d] };
-}
-
-/** Touches a value so that a closure calling it keeps the value reachable. */
-function keepAlive(value: unknown): void {
-  void value;
 }

@@ -1,6 +1,6 @@
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadNativeAddon } from '@x/core';
+import { capi, loadNativeAddon } from '@x/core';
 
 /** Opaque native handle (a Node-API External). */
 export type NativeHandle = { readonly __commNative: unique symbol };
@@ -105,13 +105,19 @@ export interface CommNative {
 const packageRoot = dirname(dirname(fileURLToPath(import.meta.url)));
 let addon: CommNative | undefined;
 
-/** Loads x_comm.node once. Internal. */
+/** Loads x_comm.node once (per thread). Internal. */
 export function native(): CommNative {
-  addon ??= loadNativeAddon<CommNative>({
-    packageName: '@x/comm',
-    addonName: 'x_comm',
-    envVar: 'X_COMM_NATIVE',
-    packageRoot,
-  }).addon;
+  if (addon === undefined) {
+    // @x/core's addon first: an environment's cleanup hooks run in reverse order of registration,
+    // so comm's (which aborts operations in flight on core's stream threads) then runs before
+    // core's (which waits, bounded, for those threads) when a worker thread is torn down.
+    capi();
+    addon = loadNativeAddon<CommNative>({
+      packageName: '@x/comm',
+      addonName: 'x_comm',
+      envVar: 'X_COMM_NATIVE',
+      packageRoot,
+    }).addon;
+  }
   return addon;
 }
