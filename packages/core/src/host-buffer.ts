@@ -12,7 +12,8 @@ export interface HostBufferOptions {
 
 /**
  * Host memory that streams can read and write. `bytes` is a live view of it; fill it from JS, then
- * enqueue copies. Dispose only after the streams that use it are synchronized.
+ * enqueue copies. Dispose after the streams that use it are synchronized: a CPU stream operation
+ * still running on it keeps the memory until it returns, and queued ones that name it fail.
  */
 export class HostBuffer {
   readonly ptr: bigint;
@@ -60,7 +61,10 @@ export class HostBuffer {
     return this.#buffer;
   }
 
-  /** Frees the memory now; every view of it becomes empty. Idempotent. */
+  /**
+   * Frees the memory (at once, or when the CPU stream operation running on it returns); every view
+   * of it becomes empty now. Idempotent.
+   */
   dispose(): void {
     if (this.#buffer === undefined) return;
     const buffer = this.#buffer;
