@@ -243,7 +243,8 @@ void job_cleanup(void* user) {
     const char* name = x::comm::op_name(j->op.kind);
     j->result.st = j->core != nullptr ? unusable_range(*j) : Status::Ok();
     if (j->result.st.ok()) {
-      j->result.st = Status::Error(Code::kInternal, std::string(name) + " was dropped: its stream shut down before it ran");
+      j->result.st =
+          Status::Error(Code::kInternal, std::string(name) + " was dropped: its stream shut down before it ran");
       j->result.st.operation = name;
     }
     if (j->core != nullptr) record_failure(j);
@@ -253,7 +254,8 @@ void job_cleanup(void* user) {
 }
 
 bool has_enqueue_ranges(const x_core_api* core) {
-  return core->size >= offsetof(x_core_api, stream_enqueue_host_ranges) + sizeof(x_core_api::stream_enqueue_host_ranges);
+  return core->size >=
+         offsetof(x_core_api, stream_enqueue_host_ranges) + sizeof(x_core_api::stream_enqueue_host_ranges);
 }
 
 // enqueue(group, capi, stream, op, wantPromise) -> Promise | undefined

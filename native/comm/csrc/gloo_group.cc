@@ -177,7 +177,8 @@ Status Group::connect(CommFailure* failure) {
   {
     std::lock_guard<std::mutex> lock(state_mu_);
     if (closed_) {
-      Status st = Status::Error(Code::kInternal, "rank " + std::to_string(rank_) + ": the group was disposed before it connected");
+      Status st = Status::Error(Code::kInternal,
+                                "rank " + std::to_string(rank_) + ": the group was disposed before it connected");
       st.operation = "init";
       return st;
     }
@@ -190,7 +191,8 @@ Status Group::connect(CommFailure* failure) {
     ctx->connectFullMesh(adapter, dev);
     std::lock_guard<std::mutex> lock(state_mu_);
     if (closed_) {
-      Status st = Status::Error(Code::kInternal, "rank " + std::to_string(rank_) + ": the group was disposed while it connected");
+      Status st = Status::Error(Code::kInternal,
+                                "rank " + std::to_string(rank_) + ": the group was disposed while it connected");
       st.operation = "init";
       return st;  // `ctx` closes its connections on the way out
     }

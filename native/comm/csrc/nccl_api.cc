@@ -19,7 +19,9 @@ bool resolve(void* lib, F& slot, const char* name, std::string* missing) {
 }  // namespace
 
 const Load& load() {
-  static Load result;
+  // Leaked on purpose: the watchdog reads it (describe) and may still run while exit() destroys
+  // objects with static storage duration. Api is a table of pointers (no destructor).
+  static Load& result = *new Load();
   static std::once_flag once;
   std::call_once(once, [] {
     static Api api{};

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "nccl_exit.h"
+
 namespace x::comm {
 namespace {
 
@@ -54,7 +56,12 @@ NcclGroup::NcclGroup(std::shared_ptr<KvStore> store, std::string prefix, int ran
       device_(device),
       timeout_ms_(timeout_ms) {}
 
-NcclGroup::~NcclGroup() { close(); }
+NcclGroup::~NcclGroup() {
+  close();
+  // Only after begin_exit() can the watchdog still be running here (wait_quiet() ran out): the
+  // process is ending, and a joinable thread must not terminate it.
+  if (watchdog_.joinable()) watchdog_.detach();
+}
 
 Status NcclGroup::error(const std::string& op, const std::string& message, CommFailure* failure,
                         int64_t timeout_ms) const {
@@ -73,22 +80,33 @@ Status NcclGroup::connect(CommFailure* failure) {
     if (stop_) return error("init", "the group was disposed before it connected", failure);
     connecting_ = true;
   }
+  watch_for_exit(weak_from_this());
   Status st = connect_impl(failure);
   if (!st.ok() && st.code != Code::kNoDevice && st.operation != "init") {
     st = error("init", "NCCL group init failed: " + st.message, failure);  // a CUDA call failed
   }
+  bool exiting = false;
   {
     std::lock_guard<std::mutex> lock(state_mu_);
-    connecting_ = false;
+    exiting = exiting_;
     if (st.ok() && stop_) st = error("init", "the group was disposed while it connected", failure);
     if (st.ok()) {
       // Started under the lock, so a close() that follows always finds the thread to join.
+      connecting_ = false;
+      watchdog_running_ = true;
       watchdog_ = std::thread([this] { watchdog(); });
       return st;
     }
   }
   // Nobody will use the communicator: release it here (the caller may have given up waiting).
-  teardown();
+  // Still marked connecting meanwhile: a close() leaves it to this thread, and the exit handler
+  // waits for it. At process exit the handler takes the communicator (take_comm) and aborts it.
+  if (!exiting) teardown();
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    connecting_ = false;
+  }
+  quiet_cv_.notify_all();
   return st;
 }
 
@@ -117,6 +135,9 @@ Status NcclGroup::connect_impl(CommFailure* failure) {
   config.blocking = 1;  // enqueue calls return with the kernel on the caller's stream
   nccl::ncclComm_t comm = nullptr;
   ncclResult_t r = nccl_->ncclCommInitRankConfig(&comm, size_, id, rank_, &config);
+  // NCCL has initialized the CUDA runtime inside it (whose exit handler tears it down): the exit
+  // handler registered now runs before that one.
+  install_exit_handler();
   if (r != nccl::ncclSuccess) {
     if (comm != nullptr) nccl_->ncclCommAbort(comm);
     return error("init", nccl::describe(r, "ncclCommInitRankConfig", comm) + " (cuda:" +
@@ -403,6 +424,7 @@ void NcclGroup::settle_done_locked(std::vector<Waiter>* settle) {
 void NcclGroup::close() {
   {
     std::lock_guard<std::mutex> lock(state_mu_);
+    if (exiting_) return;  // the process exit handler owns what is left
     stop_ = true;
     if (connecting_) return;  // connect() sees stop_ and tears down when it returns
   }
@@ -450,6 +472,40 @@ void NcclGroup::teardown() {
   cuda::CUdevice dev = 0;
   if (cu_->cuDeviceGet(&dev, device_) == cuda::CUDA_SUCCESS) cu_->cuDevicePrimaryCtxRelease(dev);
   ctx_ = nullptr;
+}
+
+bool NcclGroup::live() {
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    if (connecting_ || watchdog_running_) return true;
+  }
+  std::lock_guard<std::mutex> lock(op_mu_);
+  return comm_ != nullptr;
+}
+
+void NcclGroup::begin_exit() {
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    exiting_ = true;
+    stop_ = true;
+    waiters_.clear();  // no JS runs any more: nobody to settle
+  }
+  cv_.notify_all();
+}
+
+bool NcclGroup::wait_quiet(Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(state_mu_);
+  if (!quiet_cv_.wait_until(lock, deadline, [&] { return !watchdog_running_ && !connecting_; })) return false;
+  lock.unlock();
+  if (watchdog_.joinable()) watchdog_.join();  // it has returned: immediate
+  return true;
+}
+
+nccl::ncclComm_t NcclGroup::take_comm() {
+  nccl::ncclComm_t comm = nullptr;
+  std::lock_guard<std::mutex> lock(op_mu_);
+  std::swap(comm, comm_);
+  return comm;
 }
 
 }  // namespace x::comm

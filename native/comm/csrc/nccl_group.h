@@ -13,6 +13,12 @@
 //   outlives its timeout (counted from its enqueue) or NCCL reports an asynchronous error, it
 //   records the failure (op, rank, timeout), settles waiters, and aborts the communicator with
 //   ncclCommAbort. It is the only thread that aborts, so an abort never races an NCCL call.
+// - Process exit with the group still live (nccl_exit.cc): exit() runs neither Node's cleanup
+//   hooks nor dispose(), and tears the CUDA runtime and driver down under threads that are still
+//   running. A handler registered after NCCL's first init runs before that: begin_exit() stops the
+//   watchdog (settling no one), wait_quiet() waits (bounded) for it and for a connect in progress,
+//   take_comm() hands the communicator over to be aborted. After begin_exit() the group makes no
+//   CUDA or NCCL call of its own any more.
 // Locks: op_mu_ serializes NCCL calls on the communicator; state_mu_ guards pending operations,
 // waiters and the failure. op_mu_ is never taken while state_mu_ is held.
 #pragma once
@@ -36,8 +42,9 @@
 
 namespace x::comm {
 
-class NcclGroup {
+class NcclGroup : public std::enable_shared_from_this<NcclGroup> {
  public:
+  using Clock = std::chrono::steady_clock;
   using Done = std::function<void(Status, CommFailure)>;
 
   NcclGroup(std::shared_ptr<KvStore> store, std::string prefix, int rank, int size, int device,
@@ -58,6 +65,18 @@ class NcclGroup {
   // Stops the watchdog and destroys the communicator (aborts it when work is still pending).
   // Idempotent; blocks until an abort in progress finished.
   void close();
+
+  // Process exit only (nccl_exit.cc). Whether the group holds anything NCCL may still be using:
+  // a communicator, a watchdog or a connect in progress, and it was not closed.
+  bool live();
+  // Stops the watchdog at its next poll (an abort it is inside of still returns first); drops the
+  // waiters unsettled (no JS runs any more). From then on the group calls no CUDA or NCCL.
+  void begin_exit();
+  // Waits until the watchdog has returned (then joins it) and no connect is in progress.
+  bool wait_quiet(Clock::time_point deadline);
+  // The communicator (null when there is none), which the caller now owns.
+  nccl::ncclComm_t take_comm();
+  const nccl::Api* api() const { return nccl_; }
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -85,6 +104,7 @@ class NcclGroup {
   Status error(const std::string& op, const std::string& message, CommFailure* failure,
                int64_t timeout_ms = -1) const;
   void watchdog();
+  void watchdog_loop(std::unique_lock<std::mutex>& lock);
   void teardown();
   // Records the first failure and asks the watchdog to abort; settles the waiters.
   void fail(Status st, CommFailure f);
@@ -118,6 +138,9 @@ class NcclGroup {
   bool abort_requested_ = false;
   bool connecting_ = false;
   bool stop_ = false;
+  bool exiting_ = false;           // begin_exit() was called
+  bool watchdog_running_ = false;  // the watchdog thread has not returned yet
+  std::condition_variable quiet_cv_;  // watchdog returned / connect finished
   std::thread watchdog_;
 };
 

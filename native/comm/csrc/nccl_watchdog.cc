@@ -1,18 +1,39 @@
 // The watchdog of an NCCL group (see nccl_group.h): completion, timeouts, async errors, abort.
 #include <algorithm>
 
+#include "nccl_exit.h"
 #include "nccl_group.h"
 
 namespace x::comm {
+namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// CUDA_ERROR_DEINITIALIZED: the driver is shutting down (the process is exiting). Not a failure of
+// the operation: the watchdog stops touching CUDA and NCCL and returns.
+constexpr cuda::CUresult kCudaDeinitialized = 4;
+
+}  // namespace
+
 void NcclGroup::watchdog() {
-  Status entered = enter();
-  auto nap = std::chrono::microseconds(50);
   std::unique_lock<std::mutex> lock(state_mu_);
+  watchdog_loop(lock);
+  watchdog_running_ = false;
+  lock.unlock();
+  quiet_cv_.notify_all();
+}
+
+void NcclGroup::watchdog_loop(std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  Status entered = enter();
+  lock.lock();
+  auto nap = std::chrono::microseconds(50);
   for (;;) {
-    cv_.wait(lock, [&] { return stop_ || abort_requested_ || !pending_.empty(); });
+    // Idle until there is work; the bound only re-checks the state (nothing is lost by a wake-up).
+    auto work = [&] { return stop_ || abort_requested_ || !pending_.empty(); };
+    while (!cv_.wait_for(lock, std::chrono::seconds(1), work)) {
+    }
+    if (exiting_ || process_exiting() || entered.cuda_result == kCudaDeinitialized) return;
     std::vector<Waiter> settle, done;
     if (abort_requested_) {
       abort_requested_ = false;
@@ -28,11 +49,12 @@ void NcclGroup::watchdog() {
       lock.lock();
       continue;
     }
-    if (stop_) break;
+    if (stop_) return;
     bool progressed = false;
     auto now = Clock::now();
     for (auto it = pending_.begin(); it != pending_.end();) {
       cuda::CUresult q = entered.ok() ? cu_->cuEventQuery(it->event) : cuda::CUDA_ERROR_NOT_READY;
+      if (q == kCudaDeinitialized) return;  // the driver is going away with the process
       if (q == cuda::CUDA_SUCCESS) {
         free_events_.push_back(it->event);
         it = pending_.erase(it);

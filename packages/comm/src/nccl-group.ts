@@ -262,7 +262,9 @@ export class NcclGroup {
 
   /**
    * Destroys the communicator (and the subgroups'); aborts it when work is still pending, so it
-   * never waits for peers. Rank 0 of a world also stops its store server: dispose it last.
+   * never waits for peers. Rank 0 of a world also stops its store server: dispose it last. A
+   * process that exits without disposing (an uncaught exception, process.exit) has its live
+   * communicators aborted by @x/comm's exit handler before CUDA tears down (docs/comm.md).
    */
   dispose(): void {
     if (this.#handle === undefined) return;
