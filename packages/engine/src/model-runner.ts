@@ -1,13 +1,26 @@
-import { AsleepError, HostBuffer, InvalidArgumentError, type Stream, Tensor } from '@x/core';
+import {
+  AsleepError,
+  type Event,
+  HostBuffer,
+  InvalidArgumentError,
+  type Stream,
+  Tensor,
+} from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
-import { MATMUL_WORKSPACE_BYTES, pagedAttentionWorkspaceBytes, ropeCosSinCache } from '@x/kernels';
+import { indexCopy, ropeCosSinCache } from '@x/kernels';
 import type { ModelConfig } from './config.js';
 import type { WeightSource } from './models/architecture.js';
-import { DecoderModel, type ForwardOptions } from './models/decoder.js';
+import { DecoderModel } from './models/decoder.js';
 import { KvCache } from './models/kv-cache.js';
 import { architectureSpec } from './models/registry.js';
+import { allocateScratch, type Scratch } from './models/runner-scratch.js';
 import { type SequenceStep, stageInputs, validateBatch } from './models/step-inputs.js';
-import { type SampleRequest, StepSampler, type StepSamples } from './models/step-sampler.js';
+import {
+  type SampleReadback,
+  type SampleRequest,
+  StepSampler,
+  type StepSamples,
+} from './models/step-sampler.js';
 import { bucket, Workspace } from './models/workspace.js';
 
 export type { SequenceStep } from './models/step-inputs.js';
@@ -25,7 +38,7 @@ export interface ExecuteOptions {
    * unless `logits` is true.
    */
   sample?: SampleRequest;
-  /** With `sample`: also read back the last-token logits (default false). Without it: always. */
+  /** Read back the last-token logits: default false with `sample`, true without. */
   logits?: boolean;
 }
 
@@ -59,17 +72,41 @@ export interface ModelRunnerOptions {
   enforceEager?: boolean;
 }
 
+/** One enqueued step: what reading it back needs, and what to free after. */
+interface InFlight {
+  n: number;
+  v: number;
+  wantLogits: boolean;
+  timeoutMs: number;
+  ws: Workspace;
+  done?: Event;
+  sample?: SampleRequest;
+  readback?: SampleReadback;
+  all?: HostBuffer;
+  allDevice?: Allocation;
+}
+
+/** Fed-back tokens must name a row the previous step sampled on the device. */
+function checkFeedback(batch: readonly SequenceStep[], sampledRows: boolean[] | null): void {
+  batch.forEach((q, i) => {
+    if (q.feedback === undefined) return;
+    if (sampledRows === null || sampledRows[q.feedback] !== true) {
+      throw new InvalidArgumentError(
+        `batch[${i}].feedback`,
+        sampledRows === null
+          ? 'no feedback: the previous step did not sample on the device'
+          : `a row in [0, ${sampledRows.length}) that the previous step sampled`,
+        q.feedback,
+      );
+    }
+  });
+}
+
 /** Decode batch-size buckets: 1, 2, 4, then every multiple of 8 (vLLM's capture sizes), up to `max`. */
 export function graphBuckets(max: number): number[] {
   const out = [1, 2, 4];
   for (let b = 8; out[out.length - 1]! < max; b += 8) out.push(b);
   return out.filter((_b, i) => i === 0 || out[i - 1]! < max);
-}
-
-/** Scratch one runner's steps share on CUDA (persistent: graphs capture its addresses). */
-interface Scratch {
-  allocations: Allocation[];
-  options: ForwardOptions;
 }
 
 /**
@@ -99,7 +136,12 @@ export class ModelRunner {
   readonly #scratch: Scratch;
   readonly #sampler: StepSampler;
   readonly #workspaces = new Map<string, Workspace>();
+  /** Enqueues in call order (resolves when a step is enqueued, not when it completes). */
   #queue: Promise<unknown> = Promise.resolve();
+  /** Results of enqueued steps not read back yet. */
+  readonly #inflight = new Set<Promise<ExecuteResult>>();
+  /** The step enqueued last: the one a fed-back token comes from. */
+  #last: { sampledRows: boolean[] | null; result: Promise<ExecuteResult> } | undefined;
   #disposed = false;
 
   private constructor(
@@ -179,26 +221,11 @@ export class ModelRunner {
         dtype: cuda ? model.dtype : 'f32',
       });
       const buckets = cuda ? graphBuckets(maxNumSeqs) : [];
-      const scratch: Scratch = { allocations: [], options: {} };
-      if (cuda) {
-        // Scratch holds nothing between kernels, so `activations` (discarded by sleep) is right.
-        const gemm = a.alloc(MATMUL_WORKSPACE_BYTES, { tag: 'activations', owner: 'matmul.ws' });
-        scratch.allocations.push(gemm);
-        scratch.options.matmulWorkspace = gemm.tensor('u8', [MATMUL_WORKSPACE_BYTES]);
-        const attnBytes = pagedAttentionWorkspaceBytes(device.name, {
-          numHeads: c.numHeads,
-          numKvHeads: c.numKvHeads,
-          headDim: c.headDim,
-          blockSize,
-          maxBlocks: Math.ceil(maxLen / blockSize),
-          maxTokens: buckets[buckets.length - 1] ?? maxNumSeqs,
-        });
-        if (attnBytes > 0) {
-          const attn = a.alloc(attnBytes, { tag: 'activations', owner: 'attention.ws' });
-          scratch.allocations.push(attn);
-          scratch.options.attentionWorkspace = attn.tensor('u8', [attnBytes]);
-        }
-      }
+      const scratch = await allocateScratch(a, c, {
+        blockSize,
+        maxModelLen: maxLen,
+        maxDecodeTokens: buckets[buckets.length - 1] ?? maxNumSeqs,
+      });
       made.push(...scratch.allocations);
       a.registerStream(options.stream);
       return new ModelRunner(options, model, kv, rope, maxLen, scratch, buckets);
@@ -209,14 +236,30 @@ export class ModelRunner {
     }
   }
 
-  /** Runs one step and resolves with the logits (or samples) of each sequence's last token. */
+  /**
+   * Runs one step and resolves with the logits (or samples) of each sequence's last token. Steps
+   * are enqueued in call order; a step is enqueued as soon as the one before it is (its inputs
+   * staged, uploaded and its kernels queued on the stream), not when that one's results are
+   * back, so calling execute for step N+1 before step N resolved keeps the device busy. A step
+   * that reads logits back (no `sample`, or `logits: true`, or `allLogits`) first waits for the
+   * steps in flight.
+   */
   execute(batch: readonly SequenceStep[], options: ExecuteOptions = {}): Promise<ExecuteResult> {
-    const run = this.#queue.then(() => this.#execute(batch, options));
-    this.#queue = run.catch(() => undefined);
-    return run;
+    const enqueued = this.#queue.then(() => this.#enqueue(batch, options));
+    this.#queue = enqueued.then(
+      () => undefined,
+      () => undefined,
+    );
+    return enqueued.then((step) => step.result);
   }
 
-  async #execute(batch: readonly SequenceStep[], options: ExecuteOptions): Promise<ExecuteResult> {
+  // Wrapped in an object: a bare promise would be awaited by the queue (serializing the steps).
+  async #enqueue(
+    batch: readonly SequenceStep[],
+    options: ExecuteOptions,
+  ): Promise<{ result: Promise<ExecuteResult> }> {
+    const last = this.#last;
+    this.#last = undefined; // a step that fails here leaves nothing to feed back from
     if (this.#disposed)
       throw new InvalidArgumentError('runner', 'a live ModelRunner', 'a disposed one');
     for (const tag of ['weights', 'kv_cache', 'activations']) {
@@ -229,8 +272,33 @@ export class ModelRunner {
       blockSize: this.kvCache.blockSize,
       numBlocks: this.kvCache.numBlocks,
     });
-    if (options.sample !== undefined) StepSampler.validate(options.sample, batch.length);
     const n = batch.length;
+    const sampleReq = options.sample;
+    const numTop = sampleReq === undefined ? 0 : StepSampler.validate(sampleReq, n);
+    checkFeedback(batch, last?.sampledRows ?? null);
+    const timeoutMs = options.timeoutMs ?? 300_000;
+    const wantLogits = options.logits ?? sampleReq === undefined;
+    const grow = sampleReq !== undefined && this.#sampler.needsGrow(n, numTop);
+    let steps = batch;
+    if (wantLogits || options.allLogits === true || grow) {
+      // This step reads back into memory that steps in flight may still read back into (the
+      // logits), or replaces memory they use (the sampler's outputs): let them finish first. The
+      // tokens it feeds back are then on the host.
+      await Promise.allSettled(this.#inflight);
+      if (batch.some((q) => q.feedback !== undefined)) {
+        const ids = (await last!.result).sampled!.tokenIds;
+        steps = batch.map((q) =>
+          q.feedback === undefined
+            ? q
+            : {
+                tokens: [...q.tokens, ids[q.feedback]!],
+                blockTable: q.blockTable,
+                contextLength: q.contextLength,
+              },
+        );
+      }
+      if (grow) this.#sampler.grow(n, numTop);
+    }
     const s = this.stream;
     const cuda = s.device.kind === 'cuda';
     // A pure decode batch on CUDA is padded to its bucket, eagerly too, so that a replay and an
@@ -240,23 +308,25 @@ export class ModelRunner {
     const pad = decode ? this.graphBuckets.find((b) => b >= n) : undefined;
     const rows = pad ?? n;
     const ws = pad === undefined ? this.#workspace(tokens, n) : this.#decodeWorkspace();
-    stageInputs(ws, batch, this.kvCache.blockSize, rows);
-    ws.upload(s);
+    await ws.nextStaging(timeoutMs);
+    const fed = stageInputs(ws, steps, this.kvCache.blockSize, rows);
     const v = this.config.vocabSize;
-    let all: HostBuffer | undefined;
-    let allDevice: Allocation | undefined;
-    let allT: Tensor | undefined;
+    const step: InFlight = { n, v, wantLogits, timeoutMs, ws };
     try {
+      ws.upload(s);
+      // Tokens the previous step sampled, still on the device, into this step's input ids.
+      if (fed.dst.length > 0) indexCopy(s, ws.ids, fed.dst, this.#sampler.sampledIds(), fed.src);
+      let allT: Tensor | undefined;
       if (options.allLogits) {
-        all = HostBuffer.alloc(tokens * v * 4, cuda ? { device: s.device } : {});
+        step.all = HostBuffer.alloc(tokens * v * 4, cuda ? { device: s.device } : {});
         if (cuda) {
-          allDevice = this.#allocator.alloc(tokens * v * 4, {
+          step.allDevice = this.#allocator.alloc(tokens * v * 4, {
             tag: 'activations',
             owner: 'logits.all',
           });
-          allT = allDevice.tensor('f32', [tokens, v]);
+          allT = step.allDevice.tensor('f32', [tokens, v]);
         } else {
-          allT = new Tensor({ ptr: all.ptr, dtype: 'f32', shape: [tokens, v], device: 'cpu' });
+          allT = new Tensor({ ptr: step.all.ptr, dtype: 'f32', shape: [tokens, v], device: 'cpu' });
         }
       }
       const shape = { tokens: pad ?? tokens, seqs: rows };
@@ -276,28 +346,57 @@ export class ModelRunner {
       } else {
         forward();
       }
-      const lastLogits = ws.logits.slice(0, 0, n);
-      if (options.sample !== undefined) this.#sampler.enqueue(s, lastLogits, options.sample);
-      const wantLogits = options.sample === undefined || options.logits === true;
+      if (sampleReq !== undefined) {
+        step.readback = this.#sampler.enqueue(s, ws.logits.slice(0, 0, n), sampleReq);
+        step.sample = sampleReq;
+      }
       if (wantLogits) s.copy(ws.hostLogits.ptr, ws.logits.ptr, n * v * 4);
-      if (allDevice) s.copy(all!.ptr, allDevice.ptr, tokens * v * 4);
-      await s.synchronize(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs });
+      if (step.allDevice) s.copy(step.all!.ptr, step.allDevice.ptr, tokens * v * 4);
+      step.done = s.record();
+    } catch (err) {
+      await this.#release(step, true);
+      throw err;
+    }
+    const result = this.#complete(step);
+    this.#inflight.add(result);
+    result.then(
+      () => this.#inflight.delete(result),
+      () => this.#inflight.delete(result),
+    );
+    this.#last = { sampledRows: sampleReq ? sampleReq.rows.map((r) => r !== null) : null, result };
+    return { result };
+  }
+
+  /** Waits for an enqueued step's event, then reads its results back. */
+  async #complete(step: InFlight): Promise<ExecuteResult> {
+    let ok = false;
+    try {
+      await step.done!.wait({ timeoutMs: step.timeoutMs });
+      const { n, v, ws } = step;
       const result: ExecuteResult = {
-        logits: wantLogits
+        logits: step.wantLogits
           ? ws.hostView(ws.hostLogits, Float32Array).slice(0, n * v)
           : new Float32Array(0),
       };
-      if (all) result.allLogits = new Float32Array(all.buffer.slice(0));
-      if (options.sample !== undefined) result.sampled = this.#sampler.read(options.sample);
+      if (step.all) result.allLogits = new Float32Array(step.all.buffer.slice(0));
+      if (step.readback) {
+        result.sampled = this.#sampler.read(step.readback, step.sample!);
+        step.readback = undefined;
+      }
+      ok = true;
       return result;
     } finally {
-      if (allDevice) {
-        // Only reached with the stream idle (synchronized above) or with the step failed.
-        await s.synchronize().catch(() => undefined);
-        this.#allocator.free(allDevice);
-      }
-      all?.dispose();
+      await this.#release(step, !ok);
     }
+  }
+
+  /** Frees what one step allocated; after a failure, once the stream stopped touching it. */
+  async #release(step: InFlight, failed: boolean): Promise<void> {
+    if (failed) await this.stream.synchronize({ timeoutMs: step.timeoutMs }).catch(() => undefined);
+    if (step.readback) this.#sampler.release(step.readback);
+    if (step.allDevice) this.#allocator.free(step.allDevice);
+    step.all?.dispose();
+    step.done?.dispose();
   }
 
   #workspace(tokens: number, seqs: number): Workspace {
@@ -345,6 +444,7 @@ export class ModelRunner {
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     await this.#queue;
+    await Promise.allSettled(this.#inflight);
     await this.stream.synchronize();
     this.#disposed = true;
     for (const ws of this.#workspaces.values()) ws.dispose();

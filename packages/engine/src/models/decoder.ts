@@ -51,6 +51,8 @@ export interface ForwardOptions {
   matmulWorkspace?: Tensor;
   /** Split-KV decode partials (pagedAttentionWorkspaceBytes). */
   attentionWorkspace?: Tensor;
+  /** Split-KV arrival counters (i32 zeros; used for steps of up to numel / numHeads tokens). */
+  attentionCounters?: Tensor;
   /** true: every sequence has one token (the split-KV decode kernel); default: the kernel decides. */
   decode?: boolean;
 }
@@ -223,6 +225,10 @@ export class DecoderModel {
       queryStartLoc: ws.queryStartLoc.slice(0, 0, b + 1),
       scale: 1 / Math.sqrt(c.headDim),
       ...(options.attentionWorkspace ? { workspace: options.attentionWorkspace } : {}),
+      // Past the counters' capacity (a large mixed step) the combine kernel merges the splits.
+      ...(options.attentionCounters && options.attentionCounters.numel >= t * c.numHeads
+        ? { counters: options.attentionCounters }
+        : {}),
       ...(options.decode === undefined ? {} : { decode: options.decode }),
     };
     const mm = options.matmulWorkspace ? { workspace: options.matmulWorkspace } : {};
@@ -268,9 +274,13 @@ export class DecoderModel {
       matmul(stream, hidden, act, l.down, mm);
     });
     rmsNorm(stream, normed, hidden, this.#finalNorm, { eps, residual });
-    // Gather each sequence's last token (the embedding kernel is a row gather), then lm_head.
-    const last = ws.lastHidden.slice(0, 0, b);
-    embedding(stream, last, normed, ws.lastIndex.slice(0, 0, b));
+    // Each sequence's last token into lm_head: when every sequence feeds one token (decode) that
+    // is row b itself; else gather them (the embedding kernel is a row gather).
+    let last = normed.slice(0, 0, b);
+    if (t !== b) {
+      last = ws.lastHidden.slice(0, 0, b);
+      embedding(stream, last, normed, ws.lastIndex.slice(0, 0, b));
+    }
     matmul(stream, ws.logits.slice(0, 0, b), last, this.#lmHead, mm);
     if (allLogits) matmul(stream, allLogits, normed, this.#lmHead, mm);
   }

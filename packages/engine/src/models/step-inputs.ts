@@ -3,12 +3,30 @@ import type { Workspace } from './workspace.js';
 
 /** One sequence of a step: a prefill chunk (several tokens) or a decode token. */
 export interface SequenceStep {
-  /** Token ids this step feeds (≥ 1). */
+  /** Token ids this step feeds (≥ 1, or ≥ 0 with `feedback`). */
   tokens: readonly number[];
+  /**
+   * One more token after `tokens`, still on the device: the one the runner's previous step
+   * sampled for its row `feedback` (that step must have sampled on the device, that row not
+   * null). It is copied into this step's inputs on the stream, so this step can be enqueued
+   * before the previous one's ids reach the host.
+   */
+  feedback?: number;
   /** The sequence's KV blocks in order; must cover `contextLength` tokens. */
   blockTable: readonly number[];
-  /** Tokens of the sequence in the cache after this step, including `tokens`. */
+  /** Tokens of the sequence in the cache after this step, including this step's. */
   contextLength: number;
+}
+
+/** Tokens a sequence feeds this step: `tokens`, plus the fed-back one. */
+export function stepTokenCount(s: SequenceStep): number {
+  return s.tokens.length + (s.feedback === undefined ? 0 : 1);
+}
+
+/** Where a step's fed-back tokens go: token index `dst[k]` takes row `src[k]`'s sampled id. */
+export interface FeedbackIndex {
+  dst: number[];
+  src: number[];
 }
 
 /** What a batch is checked against. */
@@ -27,7 +45,11 @@ export function validateBatch(batch: readonly SequenceStep[], lim: StepLimits): 
   let tokens = 0;
   batch.forEach((s, i) => {
     const at = `batch[${i}]`;
-    if (!Array.isArray(s?.tokens) || s.tokens.length === 0)
+    const fb = s?.feedback;
+    if (fb !== undefined && (!Number.isInteger(fb) || fb < 0)) {
+      throw new InvalidArgumentError(`${at}.feedback`, 'a row index >= 0', fb);
+    }
+    if (!Array.isArray(s?.tokens) || (s.tokens.length === 0 && fb === undefined))
       throw new InvalidArgumentError(`${at}.tokens`, 'a non-empty array of token ids', s?.tokens);
     s.tokens.forEach((id: number, j: number) => {
       if (!Number.isInteger(id) || id < 0 || id >= lim.vocabSize) {
@@ -38,14 +60,15 @@ export function validateBatch(batch: readonly SequenceStep[], lim: StepLimits): 
         );
       }
     });
+    const count = stepTokenCount(s);
     if (
       !Number.isInteger(s.contextLength) ||
-      s.contextLength < s.tokens.length ||
+      s.contextLength < count ||
       s.contextLength > lim.maxModelLen
     ) {
       throw new InvalidArgumentError(
         `${at}.contextLength`,
-        `an integer in [${s.tokens.length}, ${lim.maxModelLen}] (tokens .. maxModelLen)`,
+        `an integer in [${count}, ${lim.maxModelLen}] (tokens .. maxModelLen)`,
         s.contextLength,
       );
     }
@@ -67,24 +90,25 @@ export function validateBatch(batch: readonly SequenceStep[], lim: StepLimits): 
         );
       }
     }
-    tokens += s.tokens.length;
+    tokens += count;
   });
   return tokens;
 }
 
 /**
- * Writes the step's inputs into the workspace's host staging (the device reads them when the
- * kernels run; on CUDA after `ws.upload`). With `padTo` > batch.length (a decode step replayed
- * from the graph of a larger batch bucket), rows past the batch become idle one-token sequences:
- * token 0 at position 0 of block 0, written to slot −1 (the KV write skips it); their outputs are
- * never read.
+ * Writes the step's inputs into the workspace's current staging slot (the kernels read them after
+ * `ws.upload`). With `padTo` > batch.length (a decode step replayed from the graph of a larger
+ * batch bucket), rows past the batch become idle one-token sequences: token 0 at position 0 of
+ * block 0, written to slot −1 (the KV write skips it); their outputs are never read. A fed-back
+ * token is staged as 0 and listed in the result, for the copy that replaces it on the device.
  */
 export function stageInputs(
   ws: Workspace,
   batch: readonly SequenceStep[],
   blockSize: number,
   padTo = batch.length,
-): void {
+): FeedbackIndex {
+  const feedback: FeedbackIndex = { dst: [], src: [] };
   const ids = ws.stagingView('ids', Int32Array);
   const pos = ws.stagingView('positions', Int32Array);
   const slots = ws.stagingView('slots', BigInt64Array);
@@ -97,14 +121,21 @@ export function stageInputs(
   let t = 0;
   qsl[0] = 0;
   batch.forEach((s, b) => {
-    const start = s.contextLength - s.tokens.length;
-    s.tokens.forEach((id: number, j: number) => {
+    const count = stepTokenCount(s);
+    const start = s.contextLength - count;
+    for (let j = 0; j < count; j++) {
       const p = start + j;
-      ids[t] = id;
+      if (j < s.tokens.length) {
+        ids[t] = s.tokens[j]!;
+      } else {
+        ids[t] = 0;
+        feedback.dst.push(t);
+        feedback.src.push(s.feedback!);
+      }
       pos[t] = p;
       slots[t] = BigInt(s.blockTable[Math.floor(p / bs)]! * bs + (p % bs));
       t++;
-    });
+    }
     tables.fill(0, b * mb, (b + 1) * mb);
     for (let j = 0; j < Math.min(mb, s.blockTable.length); j++)
       tables[b * mb + j] = s.blockTable[j]!;
@@ -122,4 +153,5 @@ export function stageInputs(
     qsl[b + 1] = t;
     last[b] = t - 1;
   }
+  return feedback;
 }

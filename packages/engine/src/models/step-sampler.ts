@@ -32,11 +32,21 @@ export interface StepSamples {
 /** Rows that sample nothing still go through the kernel (one call per step): greedy is cheapest. */
 const IDLE_ROW: SamplingRow = { temperature: 0 };
 
+/** Where one step's samples are read back: host memory of its own until {@link StepSampler.read}. */
+export interface SampleReadback {
+  readonly host: HostBuffer;
+  readonly rows: number;
+  readonly numTop: number;
+}
+
 /**
  * Samples a step's last-token logits on the runner's device and stream (@x/kernels' sample), so
- * only the sampled ids — and log-probabilities when asked — cross to the host. Its scratch, device
- * outputs and pinned read-back grow to the largest batch seen; they are never captured in a CUDA
- * graph (sampling's per-row parameters are staged per call), so growing them is safe between steps.
+ * only the sampled ids — and log-probabilities when asked — cross to the host. The device outputs
+ * and scratch are sized for the largest batch seen and stay put between steps: the sampled ids at
+ * their start (`sampledIds`) are what the next step's fed-back tokens are copied from, on the
+ * stream. Growing them (`grow`) frees the old ones, so the runner only grows with its stream idle.
+ * Each step reads back into pinned host memory of its own (a small pool), so several steps can be
+ * in flight. Never captured in a CUDA graph (sampling's per-row parameters are staged per call).
  */
 export class StepSampler {
   readonly #allocator: Allocator;
@@ -45,7 +55,7 @@ export class StepSampler {
   #numTop = 0;
   #scratch: Allocation | undefined;
   #outputs: Allocation | undefined;
-  #host: HostBuffer | undefined;
+  readonly #free: HostBuffer[] = [];
 
   constructor(allocator: Allocator, vocabSize: number) {
     this.#allocator = allocator;
@@ -75,40 +85,88 @@ export class StepSampler {
     return n;
   }
 
+  /** True when a batch of `rows` asking for `numTop` needs larger device outputs (see grow). */
+  needsGrow(rows: number, numTop: number): boolean {
+    return rows > this.#rows || numTop > this.#numTop;
+  }
+
+  /** Sizes the device outputs and scratch for `rows` × `numTop`. The stream must be idle. */
+  grow(rows: number, numTop: number): void {
+    if (!this.needsGrow(rows, numTop)) return;
+    const r = Math.max(rows, this.#rows);
+    const top = Math.max(numTop, this.#numTop);
+    this.#freeDevice();
+    const device = this.#allocator.device;
+    this.#outputs = this.#allocator.alloc(this.#offset(5, r, top), {
+      tag: 'activations',
+      owner: 'sampler.outputs',
+    });
+    if (device.kind === 'cuda') {
+      this.#scratch = this.#allocator.alloc(sampleWorkspaceBytes(r, this.#vocab), {
+        tag: 'activations',
+        owner: 'sampler.scratch',
+      });
+    }
+    this.#rows = r;
+    this.#numTop = top;
+  }
+
+  /** i32 [capacity]: row i holds the token the last step sampled for its row i. */
+  sampledIds(): Tensor {
+    if (this.#outputs === undefined) {
+      throw new InvalidArgumentError('sampler', 'a StepSampler that has sampled', 'none yet');
+    }
+    return this.#outputs.tensor('i32', [this.#rows]);
+  }
+
   /**
    * Enqueues sampling of `logits` ([B, V] f32, the step's last-token logits) and the read-back of
-   * the results on `stream`. Call {@link read} after the stream has run it.
+   * the results on `stream` (the outputs must fit: grow first). Call {@link read} with the result
+   * once the stream has run it (or {@link release} if the step failed).
    */
-  enqueue(stream: Stream, logits: Tensor, request: SampleRequest): void {
+  enqueue(stream: Stream, logits: Tensor, request: SampleRequest): SampleReadback {
     const b = logits.shape[0]!;
     const numTop = StepSampler.validate(request, b);
-    this.#ensure(b, numTop);
+    if (this.needsGrow(b, numTop)) {
+      throw new InvalidArgumentError(
+        'options.sample',
+        `at most ${this.#rows} rows (grow first)`,
+        b,
+      );
+    }
     const wantLp = request.logprobs === true;
     const out = this.#outputs!;
     const t = (i: number, dtype: 'i32' | 'f32', shape: number[]) =>
       out.tensor(dtype, shape, this.#offset(i, b, numTop));
     const rows = request.rows.map((r) => r ?? IDLE_ROW);
-    sample(
-      stream,
-      logits,
-      rows,
-      {
-        sampled: t(0, 'i32', [b]),
-        ...(wantLp ? { sampledLogprobs: t(1, 'f32', [b]), sampledRanks: t(2, 'i32', [b]) } : {}),
-        ...(numTop > 0
-          ? { topIds: t(3, 'i32', [b, numTop]), topLogprobs: t(4, 'f32', [b, numTop]) }
-          : {}),
-      },
-      stream.device.kind === 'cuda' ? { workspace: this.#scratchTensor(b) } : {},
-    );
-    stream.copy(this.#host!.ptr, out.ptr, this.#offset(5, b, numTop));
+    const bytes = this.#offset(5, b, numTop);
+    const host = this.#acquire(bytes);
+    try {
+      sample(
+        stream,
+        logits,
+        rows,
+        {
+          sampled: t(0, 'i32', [b]),
+          ...(wantLp ? { sampledLogprobs: t(1, 'f32', [b]), sampledRanks: t(2, 'i32', [b]) } : {}),
+          ...(numTop > 0
+            ? { topIds: t(3, 'i32', [b, numTop]), topLogprobs: t(4, 'f32', [b, numTop]) }
+            : {}),
+        },
+        stream.device.kind === 'cuda' ? { workspace: this.#scratchTensor(b) } : {},
+      );
+      stream.copy(host.ptr, out.ptr, bytes);
+    } catch (err) {
+      this.#free.push(host);
+      throw err;
+    }
+    return { host, rows: b, numTop };
   }
 
-  /** The results of the last {@link enqueue}, copied out of the read-back buffer. */
-  read(request: SampleRequest): StepSamples {
-    const b = request.rows.length;
-    const numTop = request.topLogprobs ?? 0;
-    const buf = this.#host!.buffer;
+  /** The results of a step's {@link enqueue} (after its stream ran it); its memory is reused after. */
+  read(readback: SampleReadback, request: SampleRequest): StepSamples {
+    const { host, rows: b, numTop } = readback;
+    const buf = host.buffer;
     const i32 = (i: number, n: number) =>
       new Int32Array(buf, this.#offset(i, b, numTop), n).slice();
     const f32 = (i: number, n: number) =>
@@ -126,16 +184,38 @@ export class StepSampler {
       out.topIds = i32(3, b * numTop);
       out.topLogprobs = f32(4, b * numTop);
     }
+    this.release(readback);
     return out;
   }
 
-  /** Frees the scratch and buffers (the stream must be idle). */
+  /** Returns a read-back's host memory to the pool without reading it (a failed step). */
+  release(readback: SampleReadback): void {
+    if (!this.#free.includes(readback.host)) this.#free.push(readback.host);
+  }
+
+  /** Frees the scratch and buffers (the stream must be idle and every read-back released). */
   dispose(): void {
+    this.#freeDevice();
+    for (const h of this.#free) h.dispose();
+    this.#free.length = 0;
+    this.#rows = this.#numTop = 0;
+  }
+
+  #freeDevice(): void {
     if (this.#scratch) this.#allocator.free(this.#scratch);
     if (this.#outputs) this.#allocator.free(this.#outputs);
-    this.#host?.dispose();
-    this.#scratch = this.#outputs = this.#host = undefined;
-    this.#rows = this.#numTop = 0;
+    this.#scratch = this.#outputs = undefined;
+  }
+
+  /** Pinned (on CUDA) host memory of at least `bytes`, from the pool or new. */
+  #acquire(bytes: number): HostBuffer {
+    const i = this.#free.findIndex((h) => h.byteLength >= bytes);
+    if (i >= 0) return this.#free.splice(i, 1)[0]!;
+    // None fits: drop one that is too small (so the pool does not keep growing), allocate.
+    if (this.#free.length > 0) this.#free.pop()!.dispose();
+    const device = this.#allocator.device;
+    const size = Math.max(bytes, 4096);
+    return HostBuffer.alloc(size, device.kind === 'cuda' ? { device } : {});
   }
 
   // Outputs, 4-byte elements each, 64-byte aligned: sampled [B] | logprob [B] | rank [B] |
@@ -145,25 +225,6 @@ export class StepSampler {
     let at = 0;
     for (let j = 0; j < i; j++) at += Math.ceil((sizes[j]! * 4) / 64) * 64;
     return at;
-  }
-
-  #ensure(b: number, numTop: number): void {
-    if (b <= this.#rows && numTop <= this.#numTop) return;
-    const rows = Math.max(b, this.#rows);
-    const top = Math.max(numTop, this.#numTop);
-    this.dispose();
-    const device = this.#allocator.device;
-    const bytes = this.#offset(5, rows, top);
-    this.#outputs = this.#allocator.alloc(bytes, { tag: 'activations', owner: 'sampler.outputs' });
-    this.#host = HostBuffer.alloc(bytes, device.kind === 'cuda' ? { device } : {});
-    if (device.kind === 'cuda') {
-      this.#scratch = this.#allocator.alloc(sampleWorkspaceBytes(rows, this.#vocab), {
-        tag: 'activations',
-        owner: 'sampler.scratch',
-      });
-    }
-    this.#rows = rows;
-    this.#numTop = top;
   }
 
   #scratchTensor(b: number): Tensor {

@@ -1,4 +1,4 @@
-import { CudaGraph, type DType, dtypeSize, HostBuffer, type Stream, Tensor } from '@x/core';
+import { CudaGraph, type DType, dtypeSize, Event, HostBuffer, type Stream, Tensor } from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
 import { CpuGraph } from '@x/kernels';
 
@@ -16,6 +16,8 @@ export interface WorkspaceShape {
   dtype?: DType;
   /** Captured graphs kept (the oldest is dropped past this); default 32. */
   maxGraphs?: number;
+  /** Host staging slots the inputs rotate through (steps staged ahead of the device); default 2. */
+  stagingSlots?: number;
 }
 
 const ALIGN = 256; // bytes: every buffer starts on a cache line (and a GPU memory segment)
@@ -42,10 +44,12 @@ interface Graph {
  * step's inputs (ids, positions, slots, block tables, sequence lengths, query starts, last-token
  * rows) and the logits read back. Tensors cover the bucket; the forward slices the rows it uses.
  *
- * Inputs: JS writes them into host staging (`stagingView`). On the CPU the kernels read that
- * staging directly. On CUDA the staging is pinned and `upload` copies it in one transfer to a
- * device mirror under the `meta` tag (kept across sleep, never moved), which the kernels — and the
- * CUDA graphs captured over this workspace — read; `inputs` names the tensors the kernels read.
+ * Inputs: JS writes them into host staging (`stagingView`, pinned on CUDA), and `upload` copies
+ * them in one transfer, in stream order, to a mirror under the `meta` tag (kept across sleep,
+ * never moved), which the kernels — and the graphs captured over this workspace — read. The same
+ * on both devices, so a CPU run has CUDA's ordering: the staging rotates through `stagingSlots`
+ * slots, and a slot is written again (`nextStaging`) only once the upload that last read it ran,
+ * so steps can be staged while earlier ones still wait on the stream.
  */
 export class Workspace {
   readonly shape: Required<WorkspaceShape>;
@@ -74,16 +78,24 @@ export class Workspace {
   /** [B, V] f32 in host memory (pinned on CUDA): where the logits are read back. */
   readonly hostLogits: Tensor;
   readonly #allocation: Allocation;
-  readonly #inputsDevice: Allocation | undefined;
+  readonly #inputsDevice: Allocation;
   readonly #allocator: Allocator;
   readonly #staging: HostBuffer;
   readonly #inputBytes: number;
-  /** Offsets of each input in the staging (and its device mirror). */
+  /** Offsets of each input in a staging slot (and in the mirror). */
   readonly #inputOffsets: Record<string, number>;
+  /** Per staging slot: the event recorded after the upload that last read it. */
+  readonly #uploaded: (Event | undefined)[];
+  #slot = 0;
   readonly #graphs = new Map<string, Graph>();
 
   constructor(allocator: Allocator, shape: WorkspaceShape) {
-    const s = { ...shape, dtype: shape.dtype ?? 'f32', maxGraphs: shape.maxGraphs ?? MAX_GRAPHS };
+    const s = {
+      ...shape,
+      dtype: shape.dtype ?? 'f32',
+      maxGraphs: shape.maxGraphs ?? MAX_GRAPHS,
+      stagingSlots: shape.stagingSlots ?? 2,
+    };
     this.shape = s;
     this.#allocator = allocator;
     const device = allocator.device;
@@ -136,17 +148,18 @@ export class Workspace {
     ];
     const il = layout(inputs.map(([, d, sh]) => numel(sh) * dtypeSize(d)));
     this.#inputBytes = il.total;
+    const slots = s.stagingSlots;
+    this.#uploaded = new Array<Event | undefined>(slots).fill(undefined);
     const logitsBytes = b * s.vocab * 4;
-    this.#staging = HostBuffer.alloc(il.total + logitsBytes, cuda ? { device } : {});
-    this.#inputsDevice = cuda
-      ? allocator.alloc(il.total, { tag: 'meta', owner: `workspace[${t}x${b}].inputs` })
-      : undefined;
+    this.#staging = HostBuffer.alloc(slots * il.total + logitsBytes, cuda ? { device } : {});
+    this.#inputsDevice = allocator.alloc(il.total, {
+      tag: 'meta',
+      owner: `workspace[${t}x${b}].inputs`,
+    });
     this.#inputOffsets = {};
     const read = inputs.map(([name, d, sh], i) => {
       this.#inputOffsets[name] = il.offsets[i]!;
-      return this.#inputsDevice
-        ? this.#inputsDevice.tensor(d, sh, il.offsets[i])
-        : this.#hostTensor(d, sh, il.offsets[i]!);
+      return this.#inputsDevice.tensor(d, sh, il.offsets[i]);
     });
     [
       this.ids,
@@ -157,7 +170,7 @@ export class Workspace {
       this.queryStartLoc,
       this.lastIndex,
     ] = read as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
-    this.hostLogits = this.#hostTensor('f32', [b, s.vocab], il.total);
+    this.hostLogits = this.#hostTensor('f32', [b, s.vocab], slots * il.total);
   }
 
   /** Host bytes of the staging and its device mirror (the inputs one `upload` moves). */
@@ -165,7 +178,7 @@ export class Workspace {
     return this.#inputBytes;
   }
 
-  /** A typed-array view of one input's host staging (JS writes the step's inputs here). */
+  /** A typed-array view of one input in the current staging slot (JS writes the step's inputs here). */
   stagingView<T extends Int32Array | BigInt64Array>(
     input:
       | 'ids'
@@ -177,7 +190,18 @@ export class Workspace {
       | 'lastIndex',
     ctor: { new (b: ArrayBuffer, off: number, len: number): T },
   ): T {
-    return new ctor(this.#staging.buffer, this.#inputOffsets[input]!, this[input].numel);
+    const at = this.#slot * this.#inputBytes + this.#inputOffsets[input]!;
+    return new ctor(this.#staging.buffer, at, this[input].numel);
+  }
+
+  /**
+   * Moves to the next staging slot, once the upload that last read it has run on its stream
+   * (TimeoutError after `timeoutMs`). Call before staging a step.
+   */
+  async nextStaging(timeoutMs: number): Promise<void> {
+    this.#slot = (this.#slot + 1) % this.#uploaded.length;
+    const e = this.#uploaded[this.#slot];
+    if (e !== undefined && !e.query()) await e.wait({ timeoutMs });
   }
 
   /** A typed-array view of a host tensor of this workspace (`hostLogits`). */
@@ -189,12 +213,14 @@ export class Workspace {
   }
 
   /**
-   * CUDA: enqueues the copy of the staged inputs to their device mirror on `stream` (the only
-   * host→device traffic of a step). The CPU reads the staging directly: nothing to do.
+   * Enqueues the copy of the current slot's inputs to their mirror on `stream` (on CUDA the only
+   * host→device traffic of a step) and marks the slot busy until the copy ran.
    */
   upload(stream: Stream): void {
-    if (this.#inputsDevice)
-      stream.copy(this.#inputsDevice.ptr, this.#staging.ptr, this.#inputBytes);
+    const from = this.#staging.ptr + BigInt(this.#slot * this.#inputBytes);
+    stream.copy(this.#inputsDevice.ptr, from, this.#inputBytes);
+    const e = this.#uploaded[this.#slot] ?? Event.create(stream.device);
+    this.#uploaded[this.#slot] = stream.record(e);
   }
 
   /** True when a batch of `tokens` tokens and `seqs` sequences fits this plan. */
@@ -240,8 +266,9 @@ export class Workspace {
     for (const g of this.#graphs.values()) g.dispose();
     this.#graphs.clear();
     this.#allocator.free(this.#allocation);
-    if (this.#inputsDevice) this.#allocator.free(this.#inputsDevice);
+    this.#allocator.free(this.#inputsDevice);
     this.#staging.dispose();
+    for (const e of this.#uploaded) e?.dispose();
   }
 
   #hostTensor(dtype: DType, shape: number[], offset: number): Tensor {

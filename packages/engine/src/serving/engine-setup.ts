@@ -33,6 +33,11 @@ export interface EngineConfig {
   drainTimeoutMs?: number;
   /** Run each decode one step ahead (see EngineCoreOptions.asyncScheduling). Default true. */
   asyncScheduling?: boolean;
+  /**
+   * Enqueue each step before the previous one's sampled ids reach the host, feeding them back on
+   * the device (WorkerOptions.pipeline). Default true.
+   */
+  pipeline?: boolean;
 }
 
 /** On the CPU the KV cache is capped like vLLM's VLLM_CPU_KVCACHE_SPACE default (bytes). */
@@ -141,6 +146,7 @@ export async function createEngine(
       blockSize,
       maxModelLen,
       budgetBytes,
+      ...(config.pipeline === undefined ? {} : { pipeline: config.pipeline }),
     });
     await warmUp(executor);
     const decoder = TextDecoder.load(dir, model.tokenizer);

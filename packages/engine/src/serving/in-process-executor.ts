@@ -22,6 +22,8 @@ export interface InProcessExecutorOptions {
   /** The memory budget the KV cache was sized from (reported by memory()). */
   budgetBytes: number;
   stepTimeoutMs?: number;
+  /** Pipelined steps with device-side token feedback (WorkerOptions.pipeline). Default true. */
+  pipeline?: boolean;
 }
 
 /**

@@ -23,6 +23,22 @@ export interface RequestState {
   readonly eosTokenIds: readonly number[];
   readonly stopTokenIds: readonly number[];
   readonly logprobs: number | null;
+  /**
+   * Tokens of outputTokenIds sampled on the device whose ids have not reached the host yet (a
+   * pipelined worker: they hold PENDING_TOKEN until their step's results are read).
+   */
+  readonly pending: PendingSample[];
+}
+
+/** outputTokenIds' placeholder for a token still being sampled. */
+export const PENDING_TOKEN = -1;
+
+/** A token sampled by a step the worker submitted, at outputTokenIds[index], row `row` of it. */
+export interface PendingSample {
+  readonly index: number;
+  readonly row: number;
+  /** The step (its identity marks the runner's previous step; `filled` its ids on the host). */
+  readonly step: { readonly filled: Promise<void> };
 }
 
 /** One request's part of a step, in batch order: tokens [start, start + count) of the sequence. */
@@ -96,6 +112,7 @@ export class RequestStates {
         eosTokenIds: n.eosTokenIds,
         stopTokenIds: n.stopTokenIds,
         logprobs: n.logprobs,
+        pending: [],
       };
       this.#states.set(n.requestId, state);
       rows.push(this.#row(state, n.numComputedTokens, n.numScheduledTokens, n));
@@ -121,6 +138,10 @@ export class RequestStates {
     const at = state.numConfirmed;
     if (at === state.outputTokenIds.length) {
       state.outputTokenIds.push(token); // sampled elsewhere (another rank)
+    } else if (state.outputTokenIds[at] === PENDING_TOKEN) {
+      throw new InternalError(
+        `worker: step ${stepId} confirms token ${token} of ${state.requestId} at output ${at}, whose sample has not reached this worker yet`,
+      );
     } else if (state.outputTokenIds[at] !== token) {
       throw new InternalError(
         `worker: step ${stepId} confirms token ${token} of ${state.requestId} at output ${at}, but this worker sampled ${state.outputTokenIds[at]}`,

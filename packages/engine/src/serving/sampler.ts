@@ -1,4 +1,4 @@
-import { type Device, HostBuffer, type Stream, Tensor } from '@x/core';
+import { HostBuffer, type Stream, Tensor } from '@x/core';
 import { type SamplingRow, sample } from '@x/kernels';
 import type { SampledTokens, TokenLogprobs } from '@x/scheduler';
 import type { SampleRequest, StepSamples } from '../model-runner.js';
@@ -106,11 +106,12 @@ export class Sampler {
   }
 
   /**
-   * On a CUDA device the step samples on the GPU, inside ModelRunner.execute (only sampled ids
-   * cross to the host): the `sample` option for these rows. On the CPU: nothing (see `sample`).
+   * The `sample` option of ModelRunner.execute for these rows, so the step samples on the
+   * runner's device and stream and only sampled ids cross to the host (nothing when no row
+   * samples).
    */
-  deviceRequest(rows: readonly ScheduledRow[], device: Device): { sample?: SampleRequest } {
-    if (device.kind !== 'cuda' || !rows.some((r) => r.sample)) return {};
+  deviceRequest(rows: readonly ScheduledRow[]): { sample?: SampleRequest } {
+    if (!rows.some((r) => r.sample)) return {};
     const numTop = Math.max(0, ...rows.map((r) => (r.sample ? (r.state.logprobs ?? 0) : 0)));
     return {
       sample: {
@@ -159,7 +160,9 @@ export class Sampler {
       row.presencePenalty = p.presencePenalty;
       row.frequencyPenalty = p.frequencyPenalty;
       row.promptTokenIds = r.state.promptTokenIds;
-      row.outputTokenIds = r.state.outputTokenIds;
+      // A copy: the runner reads it when it enqueues the step, and by then a pipelined worker may
+      // have appended the placeholders of this and later steps.
+      row.outputTokenIds = r.state.outputTokenIds.slice();
     }
     if (p.logitBias !== null) row.logitBias = new Map(p.logitBias);
     if (r.maskStopTokens) {

@@ -1,13 +1,14 @@
 import { Stream } from '@x/core';
 import type { Allocator } from '@x/cumem';
-import type { SchedulerOutput } from '@x/scheduler';
+import type { SampledTokens, SchedulerOutput } from '@x/scheduler';
 import type { ModelConfig } from '../config.js';
 import { ModelRunner } from '../model-runner.js';
 import type { WeightStore } from '../weights.js';
 import type { ExecutorOutput } from './executor.js';
 import { promptLogprobs, wantsPromptLogprobs } from './prompt-logprobs.js';
-import { RequestStates, sequenceStep } from './request-states.js';
+import { RequestStates, type ScheduledRow, sequenceStep } from './request-states.js';
 import { Sampler } from './sampler.js';
+import { hostWaits, pipelinedStep, type SubmittedStep, submitted } from './token-feedback.js';
 import { reloadWeightsInPlace } from './weight-reload.js';
 
 /** Options of {@link Worker.create}. */
@@ -20,13 +21,26 @@ export interface WorkerOptions {
   maxModelLen: number;
   /** Bound on each wait for a stream (ms). Default 300 000. */
   stepTimeoutMs?: number;
+  /**
+   * Hand each step to the runner as soon as the previous one is enqueued, sampling on the
+   * runner's stream and feeding sampled ids back on the device, instead of waiting for the
+   * previous step's ids on the host (both devices). Default true.
+   */
+  pipeline?: boolean;
 }
 
 /**
  * One rank's worker: a ModelRunner on its own stream, a Sampler on another, and the per-request
- * state the scheduler's diffs update. `execute` prepares step N+1 (applies the diff, builds the
- * batch) at call time, while step N may still run; the runner and the sampler each keep call
- * order, so steps resolve in order.
+ * state the scheduler's diffs update. `execute` applies the diff at call time and resolves steps
+ * in call order.
+ *
+ * Pipelined (the default): step N+1 goes to the runner as soon as step N is enqueued. Every step
+ * samples on the runner's stream; a token step N is still sampling is a placeholder in its
+ * request's state, and step N+1 takes it from the device (SequenceStep.feedback), so the device
+ * never waits for the host between steps. Where a token is needed on the host first (penalties,
+ * or a token from an older step) the step waits for it. Synchronous (`pipeline: false`): step N+1
+ * is built once step N resolved; on the CPU the Sampler samples the returned logits on its own
+ * stream. Both give the same tokens.
  */
 export class Worker {
   readonly runner: ModelRunner;
@@ -37,7 +51,13 @@ export class Worker {
   readonly #runnerStream: Stream;
   readonly #samplerStream: Stream;
   readonly #timeoutMs: number;
+  readonly #pipeline: boolean;
+  /** Resolves when the last step resolved (never rejects). */
   #chain: Promise<unknown> = Promise.resolve();
+  /** Resolves when the last step was handed to the runner (pipelined; never rejects). */
+  #submits: Promise<unknown> = Promise.resolve();
+  /** The step handed to the runner last: the one tokens are fed back from. */
+  #last: SubmittedStep | undefined;
 
   private constructor(
     o: WorkerOptions,
@@ -52,6 +72,12 @@ export class Worker {
     this.#samplerStream = samplerStream;
     this.sampler = new Sampler(samplerStream, o.config.vocabSize);
     this.#timeoutMs = o.stepTimeoutMs ?? 300_000;
+    this.#pipeline = o.pipeline ?? true;
+  }
+
+  /** True when steps are pipelined (see the class notes). */
+  get pipelined(): boolean {
+    return this.#pipeline;
   }
 
   static async create(o: WorkerOptions): Promise<Worker> {
@@ -78,41 +104,88 @@ export class Worker {
   }
 
   /**
-   * Applies the step's diff now; runs the step after the steps before it, building its input
-   * then (a decode scheduled one step ahead reads the token the previous step sampled).
+   * Applies the step's diff now; runs the step after the steps before it (pipelined: as soon as
+   * they are enqueued), building its input then from the tokens the steps before sampled.
    */
   execute(step: SchedulerOutput): Promise<ExecutorOutput> {
     const rows = this.states.apply(step);
-    const done = this.#chain.then(async () => {
-      if (step.totalNumScheduledTokens === 0 || rows.length === 0) {
-        return { stepId: step.stepId, sampled: [] };
-      }
-      const wantPrompt = rows.some(wantsPromptLogprobs);
-      // On CUDA the runner samples on the GPU (only sampled ids come back); on the CPU the Sampler
-      // samples the returned logits on its own stream.
-      const onDevice = this.sampler.deviceRequest(rows, this.runner.stream.device);
-      const out = await this.runner.execute(rows.map(sequenceStep), {
-        timeoutMs: this.#timeoutMs,
-        ...(wantPrompt ? { allLogits: true } : {}),
-        ...onDevice,
-      });
-      const { logits, allLogits } = out;
-      const sampled = out.sampled
-        ? this.sampler.fromDevice(rows, out.sampled)
-        : await this.sampler.sample(rows, logits, this.#timeoutMs);
-      const byId = new Map(rows.map((r) => [r.state.requestId, r.state]));
-      for (const s of sampled) this.states.recordSampled(byId.get(s.requestId)!, s.tokenIds[0]!);
-      if (!wantPrompt) return { stepId: step.stepId, sampled };
-      const vocab = this.runner.config.vocabSize;
-      return {
-        stepId: step.stepId,
-        sampled,
-        promptLogprobs: promptLogprobs(rows, allLogits!, vocab),
-      };
-    });
+    const before = this.#chain;
+    let done: Promise<ExecutorOutput>;
+    if (step.totalNumScheduledTokens === 0 || rows.length === 0) {
+      done = before.then(() => ({ stepId: step.stepId, sampled: [] }));
+    } else if (!this.#pipeline) {
+      done = before.then(() => this.#runSync(step, rows));
+    } else {
+      const handed = this.#submits.then(() => this.#submit(rows));
+      this.#submits = handed.catch(() => undefined);
+      done = Promise.all([handed, before]).then(([sub]) => this.#finish(step, rows, sub));
+    }
     // Keep the chain alive after a failure; the caller sees the rejection of `done`.
     this.#chain = done.catch(() => undefined);
     return done;
+  }
+
+  /** Pipelined: builds the step (waiting only for tokens it cannot take from the device) and enqueues it. */
+  async #submit(rows: ScheduledRow[]): Promise<SubmittedStep> {
+    const waits = hostWaits(rows, this.#last);
+    if (waits.length > 0) await Promise.all(waits);
+    const last = this.#last;
+    const batch = rows.map((r) => pipelinedStep(r, last));
+    const wantPrompt = rows.some(wantsPromptLogprobs);
+    const { sample } = this.sampler.deviceRequest(rows);
+    const result = this.runner.execute(batch, {
+      timeoutMs: this.#timeoutMs,
+      ...(wantPrompt ? { allLogits: true } : {}),
+      ...(sample ? { sample } : { logits: false }),
+    });
+    const sub = submitted(rows, result);
+    this.#last = sub;
+    return sub;
+  }
+
+  async #finish(
+    step: SchedulerOutput,
+    rows: ScheduledRow[],
+    sub: SubmittedStep,
+  ): Promise<ExecutorOutput> {
+    const out = await sub.result;
+    await sub.filled;
+    const sampled = out.sampled ? this.sampler.fromDevice(rows, out.sampled) : [];
+    return this.#output(step, rows, sampled, out.allLogits);
+  }
+
+  async #runSync(step: SchedulerOutput, rows: ScheduledRow[]): Promise<ExecutorOutput> {
+    const wantPrompt = rows.some(wantsPromptLogprobs);
+    // On CUDA the runner samples on the GPU (only sampled ids come back); on the CPU the Sampler
+    // samples the returned logits on its own stream.
+    const cuda = this.runner.stream.device.kind === 'cuda';
+    const onDevice = cuda ? this.sampler.deviceRequest(rows) : {};
+    const out = await this.runner.execute(rows.map(sequenceStep), {
+      timeoutMs: this.#timeoutMs,
+      ...(wantPrompt ? { allLogits: true } : {}),
+      ...onDevice,
+    });
+    const sampled = out.sampled
+      ? this.sampler.fromDevice(rows, out.sampled)
+      : await this.sampler.sample(rows, out.logits, this.#timeoutMs);
+    const byId = new Map(rows.map((r) => [r.state.requestId, r.state]));
+    for (const s of sampled) this.states.recordSampled(byId.get(s.requestId)!, s.tokenIds[0]!);
+    return this.#output(step, rows, sampled, out.allLogits);
+  }
+
+  #output(
+    step: SchedulerOutput,
+    rows: ScheduledRow[],
+    sampled: SampledTokens[],
+    allLogits: Float32Array | undefined,
+  ): ExecutorOutput {
+    if (!rows.some(wantsPromptLogprobs)) return { stepId: step.stepId, sampled };
+    const vocab = this.runner.config.vocabSize;
+    return {
+      stepId: step.stepId,
+      sampled,
+      promptLogprobs: promptLogprobs(rows, allLogits!, vocab),
+    };
   }
 
   /** Waits for every queued step and for both streams. */
