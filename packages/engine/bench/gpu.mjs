@@ -4,9 +4,12 @@
 //   - HBM copy bandwidth (1 GiB device-to-device, read + write counted) → the weight-streaming
 //     floor of a decode step (weight bytes ÷ bandwidth);
 //   - bf16 GEMM peak (8192³ through x's cuBLASLt matmul, graph replays) → prefill's ceiling;
-//   - decode at batch 1, 64, 128 (context 256 → 256 + steps): end to end (ModelRunner.execute:
-//     upload, graph replay, greedy sampling on the GPU, sampled ids back, sync) and the graph replay
-//     alone (CUDA events around back-to-back replays);
+//   - decode at batch 1, 64, 128 (context 256 → 256 + steps): end to end, synchronous
+//     (ModelRunner.execute awaited each step: upload, graph replay, greedy sampling on the GPU,
+//     sampled ids back, the next step built from them) and pipelined (step k+1 enqueued before
+//     step k's ids are read, its tokens fed back on the device: SequenceStep.feedback; two steps in
+//     flight, as the serving Worker runs them); the graph replay alone (CUDA events around
+//     back-to-back replays), also with the previous attention (a separate combine kernel);
 //   - prefill of 4 × 1024 tokens in TFLOP/s against the GEMM peak;
 //   - transformers eager on the same shapes (bench/hf_eager.py, run before this script by
 //     scripts/gpu-check.sh, read from $OUT/hf-eager.json when present).
@@ -129,6 +132,7 @@ const kvBytesPerToken = config.numLayers * 2 * config.numKvHeads * config.headDi
 const CTX = 256;
 
 async function decode(b, steps) {
+  const syncIds = [];
   const seqs = Array.from({ length: b }, (_, i) => ({
     blockTable: Array.from({ length: PER_SEQ }, (_, j) => i * PER_SEQ + j),
   }));
@@ -145,25 +149,75 @@ async function decode(b, steps) {
     const r = await runner.execute(batch, { sample: { rows } });
     if (k >= 3) times.push(performance.now() - start);
     ids = [...r.sampled.tokenIds];
+    syncIds.push(ids.join(','));
   }
   const e2e = median(times);
   const gpuMs = replayMs(b, CTX + steps);
   const kvBytes = b * (CTX + steps / 2) * kvBytesPerToken;
+  const floorMs = ((weightBytes + kvBytes) / hbm) * 1e3;
   return {
     batch: b,
     context: `${CTX + 1}..${CTX + steps + 3}`,
     stepMs: e2e,
     replayMs: gpuMs,
     tokPerSec: (b / e2e) * 1e3,
-    floorMs: ((weightBytes + kvBytes) / hbm) * 1e3,
-    ratio: e2e / (((weightBytes + kvBytes) / hbm) * 1e3),
+    floorMs,
+    ratio: e2e / floorMs,
     weightsOnlyRatio: e2e / result.floorMs,
+    syncIds,
   };
 }
 
+// Pipelined decode: step k+1 is enqueued before step k's ids are read (its tokens fed back from
+// step k's rows on the device), and step k is awaited only after, so two steps are in flight —
+// what the serving Worker does. Steady-state step time: the median interval between consecutive
+// steps' results (and the mean over the measured window), after 3 warm-up steps.
+async function decodePipelined(b, steps, into) {
+  const seqs = Array.from({ length: b }, (_, i) => ({
+    blockTable: Array.from({ length: PER_SEQ }, (_, j) => i * PER_SEQ + j),
+  }));
+  const rows = seqs.map(() => ({ temperature: 0 }));
+  const total = steps + 3;
+  const done = [];
+  const results = [];
+  let prev;
+  for (let k = 0; k < total; k++) {
+    const batch = seqs.map((q, i) => ({
+      ...(k === 0 ? { tokens: [(i * 7919) % config.vocabSize] } : { tokens: [], feedback: i }),
+      blockTable: q.blockTable,
+      contextLength: CTX + k + 1,
+    }));
+    const r = runner.execute(batch, { sample: { rows } });
+    results.push(
+      r.then((x) => {
+        done[k] = performance.now();
+        return x;
+      }),
+    );
+    if (prev !== undefined) await prev;
+    prev = results[k];
+  }
+  await prev;
+  const ids = (await Promise.all(results)).map((x) => [...x.sampled.tokenIds].join(','));
+  // Same inputs, same cache writes as the synchronous run: the same ids, step for step.
+  into.pipelinedMatchesSync =
+    ids.length === into.syncIds.length && ids.every((x, k) => x === into.syncIds[k]);
+  delete into.syncIds;
+  const gaps = [];
+  for (let k = 4; k < total; k++) gaps.push(done[k] - done[k - 1]);
+  const ms = median(gaps);
+  into.pipelinedStepMs = ms;
+  into.pipelinedMeanMs = (done[total - 1] - done[3]) / (total - 4);
+  into.pipelinedTokPerSec = (b / ms) * 1e3;
+  into.pipelinedRatio = ms / into.floorMs;
+  into.pipelinedWeightsOnlyRatio = ms / result.floorMs;
+  into.replayTwoKernelAttentionMs = replayMs(b, CTX + steps, { counters: false });
+}
+
 // The decode forward of bucket `b` captured over a workspace of its own and replayed back to back
-// (GPU time alone: no upload, sampling or host round trip).
-function replayMs(b, ctx) {
+// (GPU time alone: no upload, sampling or host round trip). `counters: false`: attention merges its
+// split-KV partials in a second kernel, as before the arrival counters.
+function replayMs(b, ctx, { counters = true } = {}) {
   const c = config;
   const w = new Workspace(alloc, {
     tokens: b,
@@ -195,6 +249,8 @@ function replayMs(b, ctx) {
     maxTokens: b,
   });
   const attn = alloc.alloc(Math.max(256, attnBytes), { tag: 'activations', owner: 'bench.attn' });
+  const cnt = alloc.alloc(b * c.numHeads * 4, { tag: 'meta', owner: 'bench.attn.counters' });
+  s.fill(cnt.ptr, b * c.numHeads * 4, 0, 4);
   const batch = Array.from({ length: b }, (_, i) => ({
     tokens: [(i * 31) % c.vocabSize],
     blockTable: Array.from({ length: PER_SEQ }, (_, j) => i * PER_SEQ + j),
@@ -206,6 +262,7 @@ function replayMs(b, ctx) {
   const fwd = {
     matmulWorkspace: ws32,
     attentionWorkspace: attn.tensor('u8', [Math.max(256, attnBytes)]),
+    ...(counters ? { attentionCounters: cnt.tensor('i32', [b * c.numHeads]) } : {}),
     decode: true,
   };
   const record = () =>
@@ -219,6 +276,7 @@ function replayMs(b, ctx) {
   w.dispose();
   alloc.free(rope);
   alloc.free(attn);
+  alloc.free(cnt);
   host.dispose();
   return ms;
 }
@@ -316,6 +374,7 @@ for (const [b, steps] of [
 ]) {
   const d = await section(`decode ${b}`, () => decode(b, steps));
   if (d) {
+    await section(`pipelined decode ${b}`, () => decodePipelined(b, steps, d));
     d.gemmsOnlyMs = await section(`gemms ${b}`, () => gemmsOnlyMs(b));
     result.decode.push(d);
   }
@@ -338,12 +397,12 @@ console.log(
     `weights ${f(weightBytes / 1e9)} GB/step → floor ${f(result.floorMs, 3)} ms`,
 );
 console.log(
-  '\n| decode batch | context | step ms (e2e) | graph replay ms | of which GEMMs alone ms | tok/s | floor ms (weights+KV) | ratio | ratio to weights-only floor |',
+  '\n| decode batch | context | step ms sync (e2e) | step ms pipelined | graph replay ms | replay, 2-kernel attention ms | GEMMs alone ms | tok/s sync / pipelined | floor ms (weights+KV) | ratio sync / pipelined | pipelined ÷ weights-only floor |',
 );
-console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const d of result.decode) {
   console.log(
-    `| ${d.batch} | ${d.context} | ${f(d.stepMs, 3)} | ${f(d.replayMs, 3)} | ${f(d.gemmsOnlyMs, 3)} | ${f(d.tokPerSec, 0)} | ${f(d.floorMs, 3)} | ${f(d.ratio)}× | ${f(d.weightsOnlyRatio)}× |`,
+    `| ${d.batch} | ${d.context} | ${f(d.stepMs, 3)} | ${f(d.pipelinedStepMs, 3)} (mean ${f(d.pipelinedMeanMs, 3)}) | ${f(d.replayMs, 3)} | ${f(d.replayTwoKernelAttentionMs, 3)} | ${f(d.gemmsOnlyMs, 3)} | ${f(d.tokPerSec, 0)} / ${f(d.pipelinedTokPerSec, 0)} | ${f(d.floorMs, 3)} | ${f(d.ratio)}× / ${f(d.pipelinedRatio)}× | ${f(d.pipelinedWeightsOnlyRatio)}× |`,
   );
 }
 const p = result.prefill;
@@ -352,12 +411,17 @@ console.log('| --- | ---: | ---: | ---: |');
 console.log(
   `| ${p.seqs} × ${p.len} | ${f(p.ms, 1)} | ${f(p.tflops, 0)} | ${f(p.ofPeak * 100, 1)}% |`,
 );
+const same = result.decode.map((d) => `batch ${d.batch}: ${d.pipelinedMatchesSync}`).join(', ');
+console.log(`pipelined ids = synchronous ids, every step: ${same}`);
 const hf = result.transformers;
-console.log('\n| tok/s | x | transformers eager | x / transformers |');
-console.log('| --- | ---: | ---: | ---: |');
+console.log('\n| tok/s | x sync | x pipelined | transformers eager | x pipelined / transformers |');
+console.log('| --- | ---: | ---: | ---: | ---: |');
 for (const b of [1, 128]) {
-  const x = result.decode.find((d) => d.batch === b)?.tokPerSec;
-  const t = hf?.decode?.find((d) => d.batch === b)?.tokPerSec;
-  console.log(`| batch ${b} | ${f(x, 0)} | ${f(t, 1)} | ${t ? `${f(x / t, 1)}×` : '—'} |`);
+  const d = result.decode.find((e) => e.batch === b);
+  const x = d?.pipelinedTokPerSec;
+  const t = hf?.decode?.find((e) => e.batch === b)?.tokPerSec;
+  console.log(
+    `| batch ${b} | ${f(d?.tokPerSec, 0)} | ${f(x, 0)} | ${f(t, 1)} | ${t && x ? `${f(x / t, 1)}×` : '—'} |`,
+  );
 }
 if (OUT) writeFileSync(`${OUT}/bench-engine.json`, `${JSON.stringify(result, null, 2)}\n`);

@@ -6,7 +6,11 @@
 //   - after a cumem sleep(level 1)/wake cycle (poisoned: discarded pages read as NaN) the same
 //     graphs, not re-captured, give the same bits again once the KV cache is recomputed; a step
 //     while asleep is refused;
-//   - the serving Worker on CUDA samples on the device (greedy, with log-probabilities).
+//   - pipelined decode: steps enqueued back to back behind a held stream, each taking the previous
+//     step's sampled ids from the device (SequenceStep.feedback, indexCopy), give exactly the
+//     ids and log-probabilities of the same steps run one at a time (batches 1, 5, 17);
+//   - the serving Worker on CUDA samples on the device (greedy, with log-probabilities), pipelined
+//     (diffs handed over back to back, tokens fed back) and synchronous alike.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Stream } from '@x/core';
@@ -177,81 +181,95 @@ describe('decode CUDA graphs', () => {
   });
 });
 
-describe('serving Worker on CUDA', () => {
-  it('samples on the device: greedy ids equal the runner argmax, with log-probabilities', async () => {
-    const w = await Worker.create({
-      config,
-      weights,
-      allocator,
-      numKvBlocks: 2 * PER_SEQ,
-      blockSize: BLOCK,
-      maxModelLen: MAX_LEN,
-    });
-    const ref = await runner(true);
+/** Prefill (sampled) then `steps` sampled decodes; pipelined: all enqueued at once, fed back. */
+async function decodeFedBack(r, seqs, steps, pipelined) {
+  if (pipelined) r.stream.delay(20); // every step is staged before the ones ahead of it ran
+  const results = [
+    r.execute(
+      seqs.map((s) => ({
+        tokens: s.prompt,
+        blockTable: s.blockTable,
+        contextLength: s.prompt.length,
+      })),
+      { sample: { rows: rowsFor(seqs.length, 0), logprobs: true } },
+    ),
+  ];
+  let ids = pipelined ? undefined : [...(await results[0]).sampled.tokenIds];
+  for (let k = 1; k <= steps; k++) {
+    const p = r.execute(
+      seqs.map((s, i) => ({
+        ...(pipelined ? { tokens: [], feedback: i } : { tokens: [ids[i]] }),
+        blockTable: s.blockTable,
+        contextLength: s.prompt.length + k,
+      })),
+      { sample: { rows: rowsFor(seqs.length, k), logprobs: true } },
+    );
+    results.push(p);
+    if (!pipelined) ids = [...(await p).sampled.tokenIds];
+  }
+  return Promise.all(results);
+}
+
+describe('pipelined decode on CUDA', () => {
+  it('back-to-back steps fed back on the device = the same steps one at a time, bit for bit (batches 1, 5, 17)', async () => {
+    const g = await runner(false);
     try {
+      for (const n of [1, 5, 17]) {
+        const seqs = sequences(n);
+        const one = await decodeFedBack(g.r, seqs, 6, false);
+        const piped = await decodeFedBack(g.r, seqs, 6, true);
+        one.forEach((x, k) => {
+          const y = piped[k];
+          assert.deepEqual(
+            [...y.sampled.tokenIds],
+            [...x.sampled.tokenIds],
+            `batch ${n} step ${k}`,
+          );
+          assert.ok(
+            sameBits(y.sampled.logprobs, x.sampled.logprobs),
+            `batch ${n} step ${k} logprobs`,
+          );
+        });
+      }
+      assert.equal(g.r.graphCount, 3, 'decode steps replayed graphs (buckets 1, 8, 24)');
+      record('pipelined', { batches: [1, 5, 17], steps: 6, result: 'same bits' });
+    } finally {
+      await g.close();
+    }
+  });
+});
+
+describe('serving Worker on CUDA', () => {
+  it('samples on the device: greedy ids equal the runner argmax, with log-probabilities (pipelined and not)', async () => {
+    const ref = await runner(true);
+    const workers = [];
+    try {
+      const tokensOf = {};
+      for (const [name, pipeline, backToBack] of [
+        ['pipelined', true, false],
+        ['pipelined, diffs back to back', true, true],
+        ['synchronous', false, false],
+      ]) {
+        const w = await Worker.create({
+          config,
+          weights,
+          allocator,
+          numKvBlocks: 2 * PER_SEQ,
+          blockSize: BLOCK,
+          maxModelLen: MAX_LEN,
+          pipeline,
+        });
+        workers.push(w);
+        tokensOf[name] = await workerTokens(w, backToBack);
+      }
+      const tokens = tokensOf.pipelined.tokens;
+      const lp = tokensOf.pipelined.lp;
+      assert.deepEqual(tokensOf['pipelined, diffs back to back'].tokens, tokens);
+      assert.deepEqual(tokensOf.synchronous.tokens, tokens);
       const prompt = sequences(2)[1].prompt;
-      const blockIds = Array.from({ length: PER_SEQ }, (_, i) => i);
-      const data = {
-        temperature: 0,
-        topP: 1,
-        topK: 0,
-        minP: 0,
-        seed: '5',
-        presencePenalty: 0,
-        frequencyPenalty: 0,
-        repetitionPenalty: 1,
-        logitBias: null,
-        promptLogprobs: null,
-      };
-      const first = await w.execute({
-        stepId: 0,
-        totalNumScheduledTokens: prompt.length,
-        finishedRequestIds: [],
-        cachedRequests: [],
-        newRequests: [
-          {
-            requestId: 'r',
-            parentRequestId: 'r',
-            index: 0,
-            promptTokenIds: prompt,
-            outputTokenIds: [],
-            blockIds,
-            numComputedTokens: 0,
-            numScheduledTokens: prompt.length,
-            sample: true,
-            maskStopTokens: false,
-            eosTokenIds: [],
-            stopTokenIds: [],
-            logprobs: 2,
-            data,
-          },
-        ],
-      });
-      const tokens = [first.sampled[0].tokenIds[0]];
-      const lp = first.sampled[0].logprobs[0];
       assert.equal(lp.rank, 1);
       assert.equal(lp.topTokenIds.length, 2);
       assert.equal(lp.topTokenIds[0], tokens[0]);
-      for (let k = 1; k < 4; k++) {
-        const out = await w.execute({
-          stepId: k,
-          totalNumScheduledTokens: 1,
-          finishedRequestIds: [],
-          newRequests: [],
-          cachedRequests: [
-            {
-              requestId: 'r',
-              newTokenIds: [tokens[k - 1]],
-              newBlockIds: [],
-              numComputedTokens: prompt.length + k - 1,
-              numScheduledTokens: 1,
-              sample: true,
-              maskStopTokens: false,
-            },
-          ],
-        });
-        tokens.push(out.sampled[0].tokenIds[0]);
-      }
       // The same greedy path through a runner's logits.
       const bt = Array.from({ length: PER_SEQ }, (_, i) => PER_SEQ + i);
       let { logits } = await ref.r.execute([
@@ -267,10 +285,95 @@ describe('serving Worker on CUDA', () => {
         ]));
       }
       assert.deepEqual(tokens, want);
-      record('worker', { tokens, logprob: lp.logprob });
+      record('worker', { tokens, logprob: lp.logprob, pipelined: 'same tokens' });
     } finally {
-      await w.dispose();
+      for (const w of workers) await w.dispose();
       await ref.close();
     }
   });
 });
+
+/** One greedy request through a Worker: a prefill then 3 decodes, confirmed or back to back. */
+async function workerTokens(w, backToBack) {
+  let fedBack = 0;
+  const execute = w.runner.execute.bind(w.runner);
+  w.runner.execute = (batch, options) => {
+    fedBack += batch.filter((q) => q.feedback !== undefined).length;
+    return execute(batch, options);
+  };
+  const prompt = sequences(2)[1].prompt;
+  const blockIds = Array.from({ length: PER_SEQ }, (_, i) => i);
+  const data = {
+    temperature: 0,
+    topP: 1,
+    topK: 0,
+    minP: 0,
+    seed: '5',
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    repetitionPenalty: 1,
+    logitBias: null,
+    promptLogprobs: null,
+  };
+  const firstP = w.execute({
+    stepId: 0,
+    totalNumScheduledTokens: prompt.length,
+    finishedRequestIds: [],
+    cachedRequests: [],
+    newRequests: [
+      {
+        requestId: 'r',
+        parentRequestId: 'r',
+        index: 0,
+        promptTokenIds: prompt,
+        outputTokenIds: [],
+        blockIds,
+        numComputedTokens: 0,
+        numScheduledTokens: prompt.length,
+        sample: true,
+        maskStopTokens: false,
+        eosTokenIds: [],
+        stopTokenIds: [],
+        logprobs: 2,
+        data,
+      },
+    ],
+  });
+  const outs = [firstP];
+  const tokens = backToBack ? [] : [(await firstP).sampled[0].tokenIds[0]];
+  for (let k = 1; k < 4; k++) {
+    const out = w.execute({
+      stepId: k,
+      totalNumScheduledTokens: 1,
+      finishedRequestIds: [],
+      newRequests: [],
+      cachedRequests: [
+        {
+          requestId: 'r',
+          newTokenIds: backToBack ? [] : [tokens[k - 1]],
+          newBlockIds: [],
+          numComputedTokens: prompt.length + k - 1,
+          numScheduledTokens: 1,
+          sample: true,
+          maskStopTokens: false,
+        },
+      ],
+    });
+    outs.push(out);
+    if (!backToBack) tokens.push((await out).sampled[0].tokenIds[0]);
+  }
+  const all = await Promise.all(outs);
+  await w.execute({
+    stepId: 4,
+    totalNumScheduledTokens: 0,
+    finishedRequestIds: ['r'],
+    cachedRequests: [],
+    newRequests: [],
+  });
+  // Handed over back to back, each decode took its token from the device.
+  assert.equal(fedBack, backToBack && w.pipelined ? 3 : 0, 'fed-back decode rows');
+  return {
+    tokens: all.map((o) => o.sampled[0].tokenIds[0]),
+    lp: all[0].sampled[0].logprobs[0],
+  };
+}
