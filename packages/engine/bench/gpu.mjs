@@ -172,7 +172,7 @@ async function decode(b, steps) {
 // step k's rows on the device), and step k is awaited only after, so two steps are in flight —
 // what the serving Worker does. Steady-state step time: the median interval between consecutive
 // steps' results (and the mean over the measured window), after 3 warm-up steps.
-async function decodePipelined(b, steps, into) {
+async function decodePipelined(b, steps, into, syncIds) {
   const seqs = Array.from({ length: b }, (_, i) => ({
     blockTable: Array.from({ length: PER_SEQ }, (_, j) => i * PER_SEQ + j),
   }));
@@ -201,8 +201,7 @@ async function decodePipelined(b, steps, into) {
   const ids = (await Promise.all(results)).map((x) => [...x.sampled.tokenIds].join(','));
   // Same inputs, same cache writes as the synchronous run: the same ids, step for step.
   into.pipelinedMatchesSync =
-    ids.length === into.syncIds.length && ids.every((x, k) => x === into.syncIds[k]);
-  delete into.syncIds;
+    ids.length === syncIds.length && ids.every((x, k) => x === syncIds[k]);
   const gaps = [];
   for (let k = 4; k < total; k++) gaps.push(done[k] - done[k - 1]);
   const ms = median(gaps);
@@ -374,7 +373,9 @@ for (const [b, steps] of [
 ]) {
   const d = await section(`decode ${b}`, () => decode(b, steps));
   if (d) {
-    await section(`pipelined decode ${b}`, () => decodePipelined(b, steps, d));
+    const { syncIds } = d;
+    delete d.syncIds;
+    await section(`pipelined decode ${b}`, () => decodePipelined(b, steps, d, syncIds));
     d.gemmsOnlyMs = await section(`gemms ${b}`, () => gemmsOnlyMs(b));
     result.decode.push(d);
   }
