@@ -192,6 +192,41 @@ describe('CUDA graphs over the kernels', () => {
     graph.dispose();
   });
 
+  it('with arrival counters: one node fewer (no combine kernel), replays = eager, counters left zero', async () => {
+    // Sequence 7 has 260 keys: two splits, merged by the one that finishes last.
+    const L = await buildLayer();
+    const s = gpu.stream;
+    await resetInputs(L);
+    step(L, s);
+    const twoKernels = await outputs(L);
+    const before = CudaGraph.capture(s, () => step(L, s));
+    L.meta.counters = await gpu.upload('i32', [B * NQ], new Int32Array(B * NQ), { tag: 'meta' });
+    await resetInputs(L);
+    step(L, s);
+    await checkKernelErrors(s);
+    const eager = await outputs(L);
+    const graph = CudaGraph.capture(s, () => step(L, s));
+    assert.equal(graph.nodeCount, before.nodeCount - 1, 'the combine kernel is gone');
+    before.dispose();
+    for (const label of ['replay', 'second replay']) {
+      await resetInputs(L);
+      graph.launch(s);
+      assertSame(label, await outputs(L), eager);
+      assert.ok(
+        (await gpu.read(L.meta.counters)).every((c) => c === 0),
+        `${label}: counters`,
+      );
+    }
+    // The same attention as merging in a second kernel, up to the order of the merge's sums.
+    const [a, b] = [twoKernels[1], eager[1]];
+    let worst = 0;
+    const f = (bits) => new Float32Array(Uint32Array.from(bits, (x) => x << 16).buffer);
+    const [fa, fb] = [f(a), f(b)];
+    for (let i = 0; i < fa.length; i++) worst = Math.max(worst, Math.abs(fa[i] - fb[i]));
+    assert.ok(worst < 2e-2, `merged in the last split vs in a combine kernel: max |Δ| ${worst}`);
+    graph.dispose();
+  });
+
   it('capture refuses memory that is not persistent, and sampling', async () => {
     const raw = deviceAllocForTesting(DEV, 1 << 20);
     try {

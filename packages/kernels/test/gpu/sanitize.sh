@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # compute-sanitizer memcheck and racecheck over @x/kernels' own kernels, at small sizes
 # (X_GPU_SMALL=1), one process per (tool, check file), run side by side (GEMMs are cuBLASLt's and
-# are left out). Logs: $OUT/sanitize-<tool>-<file>.log.
+# are left out). Logs: $OUT/sanitize-<tool>-<file>.log. SANITIZE_TOOLS / SANITIZE_FILES narrow it.
 #   source .device/activate.sh && bash packages/kernels/test/gpu/sanitize.sh
 set -uo pipefail
 out=${OUT:-gpu-out}
@@ -9,7 +9,7 @@ mkdir -p "$out"
 cs=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
 pids=()
 names=()
-for tool in memcheck racecheck; do
+for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
   for f in ${SANITIZE_FILES:-elementwise attention sample}; do
     log="$out/sanitize-$tool-$f.log"
     X_GPU_SMALL=1 timeout "${SANITIZE_TIMEOUT:-300}" "$cs" --tool "$tool" --error-exitcode 99 --print-limit 20 \
