@@ -94,7 +94,7 @@ function checkFeedback(batch: readonly SequenceStep[], sampledRows: boolean[] | 
       throw new InvalidArgumentError(
         `batch[${i}].feedback`,
         sampledRows === null
-          ? 'no feedback: the previous step did not sample on the device'
+          ? 'no feedback: the previous step did not sample on the device (or a sleep came between)'
           : `a row in [0, ${sampledRows.length}) that the previous step sampled`,
         q.feedback,
       );
@@ -142,6 +142,8 @@ export class ModelRunner {
   readonly #inflight = new Set<Promise<ExecuteResult>>();
   /** The step enqueued last: the one a fed-back token comes from. */
   #last: { sampledRows: boolean[] | null; result: Promise<ExecuteResult> } | undefined;
+  /** Set when `activations` (where sampled ids wait to be fed back) went to sleep since. */
+  readonly #slept = { activations: false };
   #disposed = false;
 
   private constructor(
@@ -165,6 +167,11 @@ export class ModelRunner {
     this.#cosSin = rope.tensor('f32', [maxLen, o.config.headDim]);
     this.#scratch = scratch;
     this.#sampler = new StepSampler(o.allocator, o.config.vocabSize);
+    // The hook holds only this flag, not the runner.
+    const slept = this.#slept;
+    o.allocator.onSleep('activations', () => {
+      slept.activations = true;
+    });
   }
 
   /** Builds the model over loaded weights, allocates the KV cache, the rotary table and scratch. */
@@ -258,8 +265,11 @@ export class ModelRunner {
     batch: readonly SequenceStep[],
     options: ExecuteOptions,
   ): Promise<{ result: Promise<ExecuteResult> }> {
-    const last = this.#last;
-    this.#last = undefined; // a step that fails here leaves nothing to feed back from
+    // A sleep discarded the sampled ids a step could feed back; a step that fails here leaves
+    // nothing to feed back from either.
+    const last = this.#slept.activations ? undefined : this.#last;
+    this.#slept.activations = false;
+    this.#last = undefined;
     if (this.#disposed)
       throw new InvalidArgumentError('runner', 'a live ModelRunner', 'a disposed one');
     for (const tag of ['weights', 'kv_cache', 'activations']) {
