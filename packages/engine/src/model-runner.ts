@@ -140,6 +140,8 @@ export class ModelRunner {
   #queue: Promise<unknown> = Promise.resolve();
   /** Results of enqueued steps not read back yet. */
   readonly #inflight = new Set<Promise<ExecuteResult>>();
+  /** Completion events of finished steps, reused (each CUDA event keeps a notify stream). */
+  readonly #events: Event[] = [];
   /** The step enqueued last: the one a fed-back token comes from. */
   #last: { sampledRows: boolean[] | null; result: Promise<ExecuteResult> } | undefined;
   /** Set when `activations` (where sampled ids wait to be fed back) went to sleep since. */
@@ -362,7 +364,7 @@ export class ModelRunner {
       }
       if (wantLogits) s.copy(ws.hostLogits.ptr, ws.logits.ptr, n * v * 4);
       if (step.allDevice) s.copy(step.all!.ptr, step.allDevice.ptr, tokens * v * 4);
-      step.done = s.record();
+      step.done = s.record(this.#events.pop());
     } catch (err) {
       await this.#release(step, true);
       throw err;
@@ -406,7 +408,9 @@ export class ModelRunner {
     if (step.readback) this.#sampler.release(step.readback);
     if (step.allDevice) this.#allocator.free(step.allDevice);
     step.all?.dispose();
-    step.done?.dispose();
+    // A failed wait may still have a waiter on the event: do not reuse it.
+    if (failed) step.done?.dispose();
+    else if (step.done) this.#events.push(step.done);
   }
 
   #workspace(tokens: number, seqs: number): Workspace {
@@ -459,6 +463,7 @@ export class ModelRunner {
     this.#disposed = true;
     for (const ws of this.#workspaces.values()) ws.dispose();
     this.#workspaces.clear();
+    for (const e of this.#events.splice(0)) e.dispose();
     this.#sampler.dispose();
     this.kvCache.dispose();
     for (const a of this.#scratch.allocations) this.#allocator.free(a);
