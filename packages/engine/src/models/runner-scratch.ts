@@ -18,8 +18,8 @@ export interface ScratchLimits {
 }
 
 /**
- * Allocates a runner's CUDA scratch: cuBLASLt's workspace, the split-KV attention partials and
- * their arrival counters (nothing on the CPU, whose kernels need none). Frees what it made if it
+ * Allocates a runner's CUDA scratch: cuBLASLt's workspace and the split-KV attention partials
+ * (nothing on the CPU, whose kernels need none). Frees what it made if it
  * fails.
  */
 export async function allocateScratch(
@@ -49,12 +49,9 @@ export async function allocateScratch(
     if (attnBytes > 0) {
       const attn = alloc(attnBytes, 'activations', 'attention.ws');
       scratch.options.attentionWorkspace = attn.tensor('u8', [attnBytes]);
-      // The counters are zero between kernels, which is state: under `meta` (a sleep never
-      // discards it; discarded pages would come back as garbage no kernel resets), zeroed once.
-      const count = lim.maxDecodeTokens * c.numHeads;
-      const counters = alloc(count * 4, 'meta', 'attention.counters');
-      await counters.write(0, new Int32Array(count));
-      scratch.options.attentionCounters = counters.tensor('i32', [count]);
+      // No arrival counters: on the H200 (docs/benchmarks/gpu-engine.md, 2026-12-01) the decode
+      // graph replayed faster with the combine kernel (batch 1: 4.92 vs 5.04 ms; batch 64: 6.33 vs
+      // 6.63 ms; batch 128 equal), so the split-KV partials are merged in a second kernel.
     }
     return scratch;
   } catch (err) {

@@ -3,7 +3,7 @@
 // Qwen3 fixture (per-head q/k norm, separate q/k/v) in fp16 the same way, eagerly and then from
 // graphs, at a batch of 3 (bucket 4: padded rows write slot -1); then a random bf16 Llama with
 // tensor-core head sizes (headDim 128) and one 300-token context, so decode attention splits its
-// keys and the last split merges them (arrival counters). Each ends with pipelined steps: enqueued
+// keys and a combine kernel merges them. Each ends with pipelined steps: enqueued
 // back to back, their tokens fed back from the device (indexCopy). Exits non-zero on any error.
 import { join } from 'node:path';
 import { Stream } from '@x/core';
