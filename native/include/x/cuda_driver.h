@@ -181,7 +181,9 @@ inline bool resolve(void* lib, F& slot, const char* name, const char* alt = null
 // Opens libcuda once (thread-safe). X_CUDA_DRIVER overrides the library path; X_DISABLE_CUDA=1
 // pretends there is no driver (for tests of the CPU-only paths on a GPU host).
 inline const DriverLoad& load_driver() {
-  static DriverLoad load;
+  // Never destroyed: threads that outlive exit()'s static destructors (stream threads, watchdogs)
+  // may still read it.
+  static DriverLoad& load = *new DriverLoad();
   static std::once_flag once;
   std::call_once(once, [] {
     static Driver d{};
