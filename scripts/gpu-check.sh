@@ -33,6 +33,7 @@ run engine-sanitizer timeout "${ENGINE_SANITIZE_TIMEOUT:-400}" bash packages/eng
 run bench-engine-hf timeout "${ENGINE_HF_TIMEOUT:-300}" python3 packages/engine/bench/hf_eager.py
 run bench-engine timeout "${ENGINE_BENCH_TIMEOUT:-400}" node packages/engine/dist-gpu/bench-gpu.mjs
 run comm-nccl node packages/comm/test/gpu/nccl.gpu.mjs
+run server-gpu node --test packages/server/test/gpu/serve.gpu.mjs
 run bench-comm node packages/comm/bench/allreduce.mjs
 grep -h -A8 '^| ' "$out"/bench-*.log
 exit $status

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { InvalidArgumentError } from '@x/core';
+import { devices, InvalidArgumentError } from '@x/core';
 import {
   ChatTemplate,
   EngineClient,
@@ -45,6 +45,11 @@ function int(flag: string, v: string | undefined, min: number): number | undefin
   return n;
 }
 
+/** --device auto: the first CUDA GPU when there is one (as vLLM does), else the CPU. */
+function autoDevice(): string {
+  return devices().some((d) => d.kind === 'cuda') ? 'cuda:0' : 'cpu';
+}
+
 function dtypeOf(v: string): EngineConfig['dtype'] {
   const map: Record<string, EngineConfig['dtype']> = {
     auto: 'auto',
@@ -53,12 +58,15 @@ function dtypeOf(v: string): EngineConfig['dtype'] {
     f32: 'f32',
     bfloat16: 'bf16',
     bf16: 'bf16',
+    float16: 'f16',
+    half: 'f16',
+    f16: 'f16',
   };
   const d = map[v];
   if (d === undefined) {
     throw new InvalidArgumentError(
       '--dtype',
-      'auto, float32 or bfloat16 (float16 is not supported)',
+      'auto, float32, bfloat16 or float16 (vLLM names; bf16/f16/f32 too)',
       v,
     );
   }
@@ -83,7 +91,7 @@ export function engineConfig(flags: ServeFlags): EngineConfig {
     v === undefined ? {} : { [k]: v };
   return {
     ...opt('model', flags.model),
-    device: flags.device === 'auto' ? 'cpu' : flags.device,
+    device: flags.device === 'auto' ? autoDevice() : flags.device,
     dtype: dtypeOf(flags.dtype),
     ...opt('maxModelLen', int('max-model-len', flags.maxModelLen, 1)),
     ...opt('maxNumSeqs', int('max-num-seqs', flags.maxNumSeqs, 1)),
@@ -178,8 +186,12 @@ export function registerServe(program: Command): void {
     .option('--model <dir>', 'Hugging Face model directory (default: the built-in model)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0 picks a free one)', '8000')
-    .option('--device <device>', 'auto, cpu or cuda:N', 'auto')
-    .option('--dtype <dtype>', 'weights: auto, float32 or bfloat16', 'auto')
+    .option(
+      '--device <device>',
+      'auto (cuda:0 when there is a GPU, else cpu), cpu or cuda:N',
+      'auto',
+    )
+    .option('--dtype <dtype>', 'weights: auto, float32, bfloat16 or float16', 'auto')
     .option('--max-model-len <n>', 'longest sequence, prompt + output (default: min(model, 4096))')
     .option('--max-num-seqs <n>', 'most sequences per step (default 256)')
     .option('--max-num-batched-tokens <n>', 'token budget per step (default 2048)')

@@ -63,34 +63,42 @@ for (const e of entries) {
 // the bundle (dist-gpu/node_modules/tokenizers).
 {
   const natives = new Set(['core', 'cumem', 'kernels', 'comm']);
-  const outfile = join(outdir, 'cli.mjs');
-  await build({
-    entryPoints: [join(root, 'apps/server/src/cli.ts')],
-    outfile,
-    bundle: true,
-    minify: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'warning',
-    banner: {
-      js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
-    },
-    external: ['tokenizers'],
-    plugins: [
-      {
-        name: 'x-native-externals',
-        setup(b) {
-          b.onResolve({ filter: /^@x\// }, (args) => {
-            const [, pkg, sub] = /^@x\/([^/]+)(?:\/(.+))?$/.exec(args.path);
-            if (!natives.has(pkg)) return undefined;
-            const target = join(root, 'packages', pkg, 'dist', `${sub ?? 'index'}.js`);
-            return { path: `./${relative(outdir, target)}`, external: true };
-          });
-        },
+  // `x serve` starts its engine core from ./engine-core-thread.js beside the bundle (the URL
+  // EngineClient builds from import.meta.url), so the thread entry is bundled next to cli.mjs.
+  const cliEntries = [
+    [join(root, 'apps/server/src/cli.ts'), 'cli.mjs'],
+    [join(engine, 'src/serving/engine-core-thread.ts'), 'engine-core-thread.js'],
+  ];
+  for (const [entry, name] of cliEntries) {
+    await build({
+      entryPoints: [entry],
+      outfile: join(outdir, name),
+      bundle: true,
+      minify: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      logLevel: 'warning',
+      banner: {
+        js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
       },
-    ],
-  });
+      external: ['tokenizers'],
+      plugins: [
+        {
+          name: 'x-native-externals',
+          setup(b) {
+            b.onResolve({ filter: /^@x\// }, (args) => {
+              const [, pkg, sub] = /^@x\/([^/]+)(?:\/(.+))?$/.exec(args.path);
+              if (!natives.has(pkg)) return undefined;
+              const target = join(root, 'packages', pkg, 'dist', `${sub ?? 'index'}.js`);
+              return { path: `./${relative(outdir, target)}`, external: true };
+            });
+          },
+        },
+      ],
+    });
+  }
+  const outfile = join(outdir, 'cli.mjs');
   const tk = join(outdir, 'node_modules', 'tokenizers');
   const from = dirname(createRequire(join(engine, 'package.json')).resolve('tokenizers'));
   mkdirSync(tk, { recursive: true });
