@@ -8,31 +8,12 @@ import { InvalidArgumentError, Stream } from '@x/core';
 import { Allocator } from '@x/cumem';
 import type { SamplingRow } from '@x/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ModelConfig } from './config.js';
 import { type ExecuteOptions, type ExecuteResult, ModelRunner } from './model-runner.js';
 import { randomWeights } from './models/random-weights.js';
 import type { SequenceStep } from './models/step-inputs.js';
+import { TINY_LLAMA_CONFIG } from './test-util.js';
 
-const config: ModelConfig = {
-  architecture: 'LlamaForCausalLM',
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 8,
-  vocabSize: 101,
-  rmsNormEps: 1e-5,
-  ropeTheta: 10000,
-  ropeScaling: null,
-  maxPositionEmbeddings: 128,
-  tieWordEmbeddings: false,
-  attentionBias: false,
-  qkNorm: false,
-  dtype: 'f32',
-  bosTokenId: 1,
-  eosTokenIds: [2],
-};
+const config = TINY_LLAMA_CONFIG;
 const BLOCK = 8;
 const PER_SEQ = 6; // blocks per sequence: up to 48 tokens
 
