@@ -24,7 +24,7 @@ run cumem-suite node packages/cumem/dist-gpu/allocator.test.mjs
 run cumem-gpu node packages/cumem/test/gpu/cumem.gpu.mjs
 run bench-core node packages/core/bench/copy-bandwidth.mjs
 run bench-cumem node packages/cumem/bench/sleep-wake.mjs
-run kernels-gpu timeout "${KERNELS_TEST_TIMEOUT:-600}" node --test --test-concurrency=3 packages/kernels/test/gpu/elementwise.gpu.mjs packages/kernels/test/gpu/attention.gpu.mjs packages/kernels/test/gpu/matmul.gpu.mjs packages/kernels/test/gpu/sample.gpu.mjs packages/kernels/test/gpu/graph.gpu.mjs
+run kernels-gpu timeout "${KERNELS_TEST_TIMEOUT:-600}" node --test --test-concurrency=3 packages/kernels/test/gpu/elementwise.gpu.mjs packages/kernels/test/gpu/attention.gpu.mjs packages/kernels/test/gpu/matmul.gpu.mjs packages/kernels/test/gpu/sample.gpu.mjs packages/kernels/test/gpu/graph.gpu.mjs packages/kernels/test/gpu/fused-linear.gpu.mjs
 run kernels-sanitizer timeout "${KERNELS_SANITIZE_TIMEOUT:-900}" bash packages/kernels/test/gpu/sanitize.sh
 run bench-kernels timeout "${KERNELS_BENCH_TIMEOUT:-600}" node packages/kernels/bench/gpu.mjs
 run engine-gpu timeout "${ENGINE_TEST_TIMEOUT:-300}" node --test --test-concurrency=1 packages/engine/dist-gpu/fixtures.gpu.mjs packages/engine/dist-gpu/graphs.gpu.mjs

@@ -93,6 +93,25 @@ struct CUmemAccessDesc {
   CUmemAccess_flags flags;
 };
 
+// cuLaunchKernelEx's configuration (cuda.h's CUlaunchConfig / CUlaunchAttribute layout).
+constexpr int CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
+struct CUlaunchAttribute {
+  int id;
+  char pad[4];
+  union {
+    char bytes[64];
+    int programmatic_stream_serialization_allowed;
+  } value;
+};
+struct CUlaunchConfig {
+  unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_mem_bytes;
+  CUstream stream;
+  CUlaunchAttribute* attrs;
+  unsigned num_attrs;
+};
+static_assert(sizeof(CUlaunchAttribute) == 72, "CUlaunchAttribute layout");
+static_assert(sizeof(CUlaunchConfig) == 56, "CUlaunchConfig layout");
+
 // One pointer per entry point. A null pointer means the installed driver lacks the symbol.
 struct Driver {
   CUresult (*cuInit)(unsigned);
@@ -158,6 +177,8 @@ struct Driver {
   CUresult (*cuGraphGetNodes)(CUgraph, CUgraphNode*, size_t*);
   CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
   CUresult (*cuFuncGetAttribute)(int*, int, CUfunction);
+  CUresult (*cuLaunchKernelEx)(const CUlaunchConfig*, CUfunction, void**, void**);
+  CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(int*, CUfunction, int, size_t);
 };
 
 // The result of opening the driver once per process: either a usable table or the reason why not.
@@ -270,6 +291,8 @@ inline const DriverLoad& load_driver() {
     resolve(lib, d.cuGraphGetNodes, "cuGraphGetNodes");
     resolve(lib, d.cuFuncSetAttribute, "cuFuncSetAttribute");
     resolve(lib, d.cuFuncGetAttribute, "cuFuncGetAttribute");
+    resolve(lib, d.cuLaunchKernelEx, "cuLaunchKernelEx");
+    resolve(lib, d.cuOccupancyMaxActiveBlocksPerMultiprocessor, "cuOccupancyMaxActiveBlocksPerMultiprocessor");
     if (!ok) {
       load.why = std::string("the NVIDIA driver in ") + load.library +
                  " lacks entry points x needs (driver too old?)";

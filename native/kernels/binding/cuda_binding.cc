@@ -445,6 +445,45 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value FusedLinear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Call c = cuda_call(env, info[0]);
+  Napi::Object o = info[1].As<Napi::Object>();
+  xk::GemvArgs a{};
+  a.out_f32 = o.Get("outF32").ToBoolean() ? 1 : 0;
+  GMat out = gmat(env, c, o, "out", a.out_f32 ? 4 : 2), x = gmat(env, c, o, "x", 2), w = gmat(env, c, o, "w", 2);
+  a.out = out.ptr;
+  a.x = x.ptr;
+  a.w = w.ptr;
+  a.m = x.rows;
+  a.k = x.cols;
+  a.n = out.cols;
+  a.ld_out = out.ld;
+  a.ld_x = x.ld;
+  a.mode = static_cast<int32_t>(i64(o, "mode"));
+  a.bias = buffer(env, c, o, "bias", static_cast<uint64_t>(w.rows) * 2);
+  a.norm_w = buffer(env, c, o, "normWeight", static_cast<uint64_t>(x.cols) * 2);
+  a.eps = has(o, "eps") ? static_cast<float>(num(o, "eps")) : 0.0f;
+  if (a.mode == xk::kGemvRotary) {
+    a.head_dim = i64(o, "headDim");
+    a.num_heads = static_cast<int32_t>(i64(o, "numHeads"));
+    a.num_kv_heads = static_cast<int32_t>(i64(o, "numKvHeads"));
+    a.neox = o.Get("neox").ToBoolean() ? 1 : 0;
+    a.pos_i64 = o.Get("positionsI64").ToBoolean() ? 1 : 0;
+    a.max_pos = i64(o, "maxPos");
+    a.num_slots = i64(o, "numSlots");
+    a.positions = buffer(env, c, o, "positions", static_cast<uint64_t>(x.rows) * (a.pos_i64 ? 8 : 4));
+    a.cos_sin = buffer(env, c, o, "cosSin", static_cast<uint64_t>(a.max_pos * a.head_dim * 4));
+    const uint64_t bytes = static_cast<uint64_t>(a.num_slots) * a.num_kv_heads * a.head_dim * 2;
+    a.k_cache = buffer(env, c, o, "kCache", bytes);
+    a.v_cache = buffer(env, c, o, "vCache", bytes);
+    a.slots = buffer(env, c, o, "slotMapping", static_cast<uint64_t>(x.rows) * 8);
+  }
+  a.err = c.rt->error_word();
+  check(env, gpu::launch_gemv(*c.rt, c.cu, static_cast<int>(i64(o, "dtype")), a));
+  return env.Undefined();
+}
+
 Napi::Value FetchErrors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Call c = cuda_call(env, info[0]);
@@ -485,7 +524,7 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
       {"cudaReshapeAndCache", ReshapeAndCache}, {"cudaPagedAttention", PagedAttention},
       {"cudaAttentionPlan", AttentionPlan}, {"cudaMatmul", Matmul},
       {"cudaSample", Sample},             {"cudaFetchErrors", FetchErrors},
-      {"cudaIndexCopy", IndexCopy},
+      {"cudaIndexCopy", IndexCopy},       {"cudaFusedLinear", FusedLinear},
       {"cudaReadErrors", ReadErrors},     {"cudaInfo", Info},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));

@@ -6,7 +6,7 @@
 // cp.async ring; warp w takes keys 16w..16w+15 of every tile with its own running softmax, and the
 // 4 warps merge at the end. The grid has a.splits splits per token (planned by the host for the
 // longest context the call may see); each token divides its own keys evenly among at most that
-// many (whole key tiles, none under kMinSplitKeys keys), so a short context runs in one pass and
+// many (whole key tiles, none under min_split_keys keys), so a short context runs in one pass and
 // writes its output directly, whatever the plan. With several splits each writes a normalized
 // partial (o, max, sum) to the workspace, merged either by the split that finishes last (arrival
 // counters, a.counters: no second kernel) or by combine_kernel: the flash-decoding scheme, so
@@ -15,6 +15,9 @@
 // sequences decode.
 //
 // generic: one block per (token, query head), scalar f32, any head_dim <= 256.
+//
+// The decode and combine kernels are launched with programmatic dependent launch (runtime.cc):
+// they start while the kernel before them finishes and wait for it before reading anything.
 #include "attention.cuh"
 
 namespace xk {
@@ -22,8 +25,9 @@ namespace {
 
 constexpr int kBN = 64, kThreads = 128, kStages = 3;
 constexpr int kTableCache = 1024;  // block-table columns a decode block keeps in shared memory
-// No split of a token's keys is shorter than this (ops.cc plans at most ctx / 256 splits too): a
-// shorter split costs more in its merge than it saves.
+// By default no split of a token's keys is shorter than this (a shorter split costs more in its
+// merge than it saves); the host lowers it to one key tile (AttnArgs::min_split_keys) for batches
+// too small to fill the GPU, where a token's keys would otherwise stream through a handful of blocks.
 constexpr int kMinSplitKeys = 256;
 
 struct TokenCtx {
@@ -57,8 +61,9 @@ struct TokenSplits {
 // How a token with keys [0, kend) divides them among at most a.splits splits (kend < 0, bad
 // metadata: one split, no keys).
 __device__ __forceinline__ TokenSplits token_splits(const AttnArgs& a, int kend) {
-  if (a.splits == 1 || kend <= kMinSplitKeys) return {1, max(kend, 0)};
-  const int want = min(a.splits, (kend + kMinSplitKeys - 1) / kMinSplitKeys);
+  const int min_keys = a.min_split_keys > 0 ? a.min_split_keys : kMinSplitKeys;
+  if (a.splits == 1 || kend <= min_keys) return {1, max(kend, 0)};
+  const int want = min(a.splits, (kend + min_keys - 1) / min_keys);
   const int len = ((kend + want - 1) / want + kBN - 1) / kBN * kBN;
   return {(kend + len - 1) / len, len};
 }
@@ -73,6 +78,8 @@ __device__ void decode_impl(const AttnArgs& a) {
   const int h0 = g * group + chunk * 16, nrows = min(16, group - chunk * 16);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const bool reporter = threadIdx.x == 0 && blockIdx.y == 0 && split == 0;
+  grid_dep_wait();  // launched with programmatic dependent launch: q and the cache come from before
+  grid_dep_launch();
   TokenCtx ctx = token_ctx(a, t, reporter);
   if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
     // Longer than the maxSeqLen the call was planned for (options.maxSeqLen is a promise): refuse.
@@ -256,6 +263,8 @@ __device__ void decode_impl(const AttnArgs& a) {
 template <typename T>
 __device__ void combine_impl(const AttnArgs& a) {
   const int t = blockIdx.x, h = blockIdx.y;
+  grid_dep_wait();
+  grid_dep_launch();
   const int64_t row = static_cast<int64_t>(t) * a.num_heads + h;
   const float* ml = reinterpret_cast<const float*>(a.part_ml) + row * a.splits * 2;
   const float* po = reinterpret_cast<const float*>(a.part_o) + row * a.splits * a.head_dim;

@@ -117,6 +117,24 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(v);
 }
 
+// Programmatic dependent launch (sm_90+; no-ops before): a kernel launched with the
+// programmatic-serialization attribute may start while the previous kernel of its stream runs.
+// grid_dep_wait() returns once that kernel has finished and its writes are visible: a kernel so
+// launched reads nothing another kernel writes before it. grid_dep_launch() lets the next kernel
+// start early. Both are no-ops for a kernel launched without the attribute.
+__device__ __forceinline__ void grid_dep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dep_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
 // Records the first error on the device (later ones are dropped).
 __device__ __forceinline__ void report(uint64_t err, int op, int64_t index, int64_t value,
                                        int64_t limit, int64_t aux = 0) {

@@ -10,10 +10,6 @@ namespace {
 // Row counts up to which RMSNorm prefetches its weight (beyond, the weight stays in L2 anyway).
 constexpr int64_t kPrefetchRows = 64;
 
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.L2 [%0];\n" ::"l"(p));
-}
-
 template <typename T, bool VEC>
 __device__ void embedding_impl(const EmbeddingArgs& a) {
   const int64_t t = blockIdx.x;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 namespace x::kernels::gpu {
 namespace {
@@ -12,8 +13,8 @@ unsigned round32(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(102
 unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 Status run(const DeviceRuntime& rt, cuda::CUstream s, const std::string& name, Dim3 grid, Dim3 block, unsigned smem,
-           void* args) {
-  return rt.launch(name.c_str(), grid, block, smem, s, args);
+           void* args, bool pdl = false) {
+  return rt.launch(name.c_str(), grid, block, smem, s, args, pdl);
 }
 
 }  // namespace
@@ -104,13 +105,16 @@ AttnPlan plan_attention(const DeviceRuntime& rt, const xk::AttnArgs& a, int64_t 
   p.kind = AttnPlan::kDecode;
   // Split the context when the batch alone gives too few blocks for the GPU: at least two waves of
   // resident blocks (two per SM), and a split count whose last wave is nearly full (a wave that is
-  // 20% full costs as long as a full one). Splits shorter than 256 keys are not worth their merge.
+  // 20% full costs as long as a full one). Splits shorter than 256 keys are not worth their merge,
+  // unless the batch alone leaves most of the GPU idle.
   const int group = a.num_heads / a.num_kv_heads;
   const int64_t blocks = static_cast<int64_t>(a.tokens) * a.num_kv_heads * ((group + 15) / 16);
   const int64_t resident = int64_t{2} * rt.multiprocessors();
   const int64_t cap = int64_t{a.max_blocks} * a.block_size;
   const int64_t ctx = std::max<int64_t>(1, max_ctx > 0 ? std::min(max_ctx, cap) : cap);
-  const int64_t most = std::min<int64_t>((ctx + 255) / 256, 64);
+  // A batch that leaves most multiprocessors idle splits down to one key tile per block.
+  p.min_split_keys = blocks * 4 <= rt.multiprocessors() ? kKeyTile : 256;
+  const int64_t most = std::min<int64_t>((ctx + p.min_split_keys - 1) / p.min_split_keys, 64);
   int splits = static_cast<int>(std::clamp<int64_t>((2 * resident + blocks - 1) / blocks, 1, std::max<int64_t>(1, most)));
   auto fullness = [&](int64_t s) {
     const double waves = static_cast<double>(blocks * s) / static_cast<double>(resident);
@@ -152,6 +156,7 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
   a.head_chunks = (group + 15) / 16;
   a.splits = plan.splits;
   a.split_len = plan.split_len;
+  a.min_split_keys = plan.min_split_keys;
   if (plan.splits > 1) {
     const uint64_t rows = static_cast<uint64_t>(a.tokens) * a.num_heads * plan.splits;
     a.part_o = workspace;
@@ -160,10 +165,83 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
   X_RETURN_IF_ERROR(run(rt, s, "x_attn_decode_" + sfx + "_" + hd,
                         {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
                          static_cast<unsigned>(plan.splits)},
-                        {128}, decode_smem(a.head_dim), &a));
+                        {128}, decode_smem(a.head_dim), &a, true));
   if (plan.splits == 1 || a.counters != 0) return Status::Ok();  // one pass, or merged by the last split
   return run(rt, s, "x_attn_combine_" + sfx, {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads)},
-             {128}, 0, &a);
+             {128}, 0, &a, true);
+}
+
+namespace {
+// Tuning knobs of the small-batch linear (read once, for benchmarks): X_GEMV_BLOCKS_PER_SM caps
+// the resident blocks per multiprocessor the persistent grid uses; X_GEMV_SPLIT forces the warps
+// per unit (1, 2, 4, 8); X_GEMV_PRELOAD=0 turns off loading the first weights before the wait for
+// the previous kernel.
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  return end != nullptr && *end == '\0' && n >= 0 ? n : fallback;
+}
+}  // namespace
+
+Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::GemvArgs a) {
+  auto where = [](const std::string& m) { return Status::Invalid("fusedLinear: " + m); };
+  if (a.m < 1 || a.m > xk::kGemvMaxRows) {
+    return where("x has " + std::to_string(a.m) + " rows; expected 1.." + std::to_string(xk::kGemvMaxRows));
+  }
+  if (a.k % 8 != 0 || a.ld_x % 8 != 0 || !aligned16(a.x) || !aligned16(a.w) || (a.norm_w != 0 && !aligned16(a.norm_w))) {
+    return where("x and w need rows of a multiple of 8 elements at 16-byte aligned addresses (k = " +
+                 std::to_string(a.k) + ", ld_x = " + std::to_string(a.ld_x) + ")");
+  }
+  const bool norm = a.norm_w != 0;
+  const uint64_t smem = norm ? static_cast<uint64_t>(a.m) * a.k * 2 : 0;
+  if (smem + 256 > static_cast<uint64_t>(rt.max_dynamic_smem())) {
+    return where("the normalized rows (" + std::to_string(smem) + " bytes) exceed the device's shared memory (" +
+                 std::to_string(rt.max_dynamic_smem()) + " bytes per block)");
+  }
+  switch (a.mode) {
+    case xk::kGemvStore:
+    case xk::kGemvResidual: a.units = (a.n + 1) / 2; break;
+    case xk::kGemvSiluMul: a.units = a.n; break;
+    case xk::kGemvRotary:
+      if (a.head_dim < 2 || a.head_dim % 2 != 0 || a.n != (a.num_heads + 2 * int64_t{a.num_kv_heads}) * a.head_dim) {
+        return where("rotary mode needs (numHeads + 2·numKvHeads)·headDim output columns and an even headDim");
+      }
+      a.units = a.n / 2;
+      break;
+    default: return where("unknown mode " + std::to_string(a.mode));
+  }
+  const std::string name = std::string("x_gemv_") + suffix(dtype) + (norm ? "_n" : "_m") + std::to_string(a.m);
+  constexpr unsigned kThreads = 256, kWarps = kThreads / 32;
+  static const int64_t cap = env_int("X_GEMV_BLOCKS_PER_SM", 0);
+  if (a.k >= (int64_t{1} << 31)) return where("k = " + std::to_string(a.k) + " is too large");
+  int64_t per_sm = rt.resident_blocks(name.c_str(), kThreads, static_cast<unsigned>(smem));
+  if (cap > 0) per_sm = std::min(per_sm, cap);
+  const int64_t nchunk = a.k / 8;
+  // Split each unit's k range over `split` warps of a block (kWarps / split units per block and
+  // round) when that takes fewer rounds of the resident warps per byte: a unit per warp leaves
+  // warps idle on narrow layers. Each warp keeps a whole iteration (32 lanes x 4 chunks) per unit.
+  // (Balancing the grid so rounds come out even measured slower on an H200.)
+  static const int64_t force_split = env_int("X_GEMV_SPLIT", 0);
+  const int64_t max_blocks = per_sm * rt.multiprocessors();
+  const int64_t resident = max_blocks * kWarps;
+  a.split = 1;
+  double best = 0;
+  for (int sp = 1; sp <= 8; sp *= 2) {
+    if (sp > 1 && nchunk / sp < 128) break;
+    const double cost = static_cast<double>(ceil_div(a.units * sp, resident)) / sp;
+    if (sp == 1 || cost < best - 1e-9) {
+      best = cost;
+      a.split = sp;
+    }
+  }
+  if (force_split == 1 || force_split == 2 || force_split == 4 || force_split == 8) a.split = static_cast<int32_t>(force_split);
+  const int64_t blocks =
+      std::max<int64_t>(1, std::min<int64_t>(ceil_div(a.units, kWarps / a.split), max_blocks));
+  static const int64_t preload = env_int("X_GEMV_PRELOAD", 1);
+  a.preload = preload != 0 ? 1 : 0;
+  return run(rt, s, name, {static_cast<unsigned>(blocks)}, {kThreads}, static_cast<unsigned>(smem), &a, true);
 }
 
 Status launch_sample(const DeviceRuntime& rt, cuda::CUstream s, const xk::SampleArgs& a) {

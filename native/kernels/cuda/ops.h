@@ -21,6 +21,7 @@ Status launch_index_copy(const DeviceRuntime& rt, cuda::CUstream s, const xk::In
 struct AttnPlan {
   enum Kind { kPrefill, kDecode, kGeneric } kind = kGeneric;
   int splits = 1, split_len = 0;
+  int min_split_keys = 256;      // decode: the shortest split of a token's keys
   uint64_t workspace_bytes = 0;  // needed for the partials (0 with one split)
 };
 // `max_ctx`: an upper bound of the sequence lengths (0: blockTables width × blockSize); `decode`: most sequences have one query token
@@ -29,6 +30,10 @@ AttnPlan plan_attention(const DeviceRuntime& rt, const xk::AttnArgs& a, int64_t 
                         uint64_t workspace_bytes, bool aligned);
 Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::AttnArgs a, const AttnPlan& plan,
                         uint64_t workspace);
+
+// The small-batch linear layer (x_gemv_*; GemvArgs in params.h): units, grid and prefetch are set
+// here; the arguments' shapes arrive checked.
+Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::GemvArgs a);
 
 Status launch_sample(const DeviceRuntime& rt, cuda::CUstream s, const xk::SampleArgs& a);
 

@@ -79,6 +79,37 @@ struct AttnArgs {
   // call leaves them zero): the last split of a (token, head chunk) to finish merges the partials
   // itself. 0: a separate combine kernel merges them.
   uint64_t counters;
+  // Decode: no split of a token's keys is shorter than this (whole key tiles; the host plans 64
+  // when the batch alone leaves most of the GPU idle, else 256). 0 reads as 256.
+  int32_t min_split_keys, pad_msk;
+};
+
+// Small-batch linear (x_gemv_*): out = epilogue(prologue(x) · wᵀ + bias) for 1..kGemvMaxRows rows
+// of x — the decode step of a few sequences, where a linear layer is a stream over its weights.
+// prologue: with norm_w, each row of x is RMS-normalized first (as rms_norm with that weight).
+// Each output pair (unit) is one warp's; what a unit is depends on the mode:
+//   kGemvStore      rows 2u, 2u+1 of w -> out[:, r] (T, or f32 with out_f32)
+//   kGemvResidual   out[:, r] = out[:, r] + y (out is the residual stream, T)
+//   kGemvSiluMul    w is [gate; up] (2n rows): out[:, u] = silu(gate_u) · up_u, u < n
+//   kGemvRotary     w is q|k|v heads ((nq + 2 nk) · head_dim rows): rotary on the q and k heads
+//                   (pairs (i, i + hd/2) with neox, (2i, 2i + 1) without), all heads to out, k and
+//                   v heads also to slot slots[m] of the paged caches (slot -1 skipped).
+enum GemvMode : int32_t { kGemvStore = 0, kGemvResidual = 1, kGemvSiluMul = 2, kGemvRotary = 3 };
+constexpr int kGemvMaxRows = 4;
+struct GemvArgs {
+  uint64_t out, x, w, bias, norm_w;  // bias [rows of w] (T) or 0; norm_w [k] (T) or 0
+  int64_t m, n, k, ld_out, ld_x;     // n: output columns (kGemvSiluMul: half the rows of w)
+  int64_t units;                     // units of work (set by the host, see GemvMode)
+  int32_t split;                     // warps sharing a unit (split-K over k; 1, 2, 4 or 8)
+  int32_t preload;                   // load the first weights before waiting for the previous kernel
+  int32_t mode, out_f32;
+  float eps;
+  int32_t pos_i64;
+  // kGemvRotary
+  uint64_t positions, cos_sin, k_cache, v_cache, slots;  // cos_sin f32 [max_pos, head_dim]
+  int32_t neox, num_heads, num_kv_heads, pad;
+  int64_t head_dim, max_pos, num_slots;
+  uint64_t err;
 };
 
 // dst[dst_index[k]] = src[src_index[k]] for k < n, 4-byte elements (token ids fed back from the

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 namespace x::kernels::gpu {
@@ -11,6 +12,7 @@ extern "C" const unsigned char x_kernels_fatbin_elementwise[];
 extern "C" const unsigned char x_kernels_fatbin_attention_prefill[];
 extern "C" const unsigned char x_kernels_fatbin_attention_decode[];
 extern "C" const unsigned char x_kernels_fatbin_sampling[];
+extern "C" const unsigned char x_kernels_fatbin_gemv[];
 #endif
 
 namespace {
@@ -39,6 +41,20 @@ std::vector<Module> modules() {
     }
     return v;
   }();
+  static const std::vector<std::string>* gemv_names = [] {
+    auto* v = new std::vector<std::string>();
+    for (const char* dt : {"bf16", "f16"}) {
+      for (const char* kind : {"m", "n"}) {
+        for (int m = 1; m <= xk::kGemvMaxRows; m++) v->push_back(std::string("x_gemv_") + dt + "_" + kind + std::to_string(m));
+      }
+    }
+    return v;
+  }();
+  Module gemv{x_kernels_fatbin_gemv, {}, {}};
+  for (const auto& n : *gemv_names) {
+    gemv.functions.push_back(n.c_str());
+    if (n.find("_n") != std::string::npos) gemv.big_smem.push_back(n.c_str());  // x rows staged in smem
+  }
   Module ew{x_kernels_fatbin_elementwise, {"x_index_copy_u32"}, {}};
   for (const auto& n : *names) ew.functions.push_back(n.c_str());
   return {
@@ -51,6 +67,7 @@ std::vector<Module> modules() {
         "x_attn_combine_bf16", "x_attn_combine_f16", "x_attn_generic_bf16", "x_attn_generic_f16"},
        {"x_attn_decode_bf16_64", "x_attn_decode_bf16_128", "x_attn_decode_f16_64", "x_attn_decode_f16_128"}},
       {x_kernels_fatbin_sampling, {"x_sample_f32", "x_sample_bf16", "x_sample_f16"}, {}},
+      gemv,
   };
 #else
   return {};
@@ -117,6 +134,12 @@ Status DeviceRuntime::init(int device) {
   X_RETURN_IF_ERROR(enter());
   d_->cuDeviceGetAttribute(&sms_, cuda::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
   d_->cuDeviceGetAttribute(&max_smem_optin_, cuda::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev);
+  int major = 0, l2 = 0;
+  d_->cuDeviceGetAttribute(&major, cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+  d_->cuDeviceGetAttribute(&l2, cuda::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, dev);
+  l2_bytes_ = l2;
+  const char* pdl_env = std::getenv("X_KERNELS_PDL");
+  pdl_ = major >= 9 && d_->cuLaunchKernelEx != nullptr && !(pdl_env != nullptr && std::string(pdl_env) == "0");
   for (const Module& m : modules()) {
     cuda::CUmodule mod = nullptr;
     X_RETURN_IF_ERROR(cuda_status(d_->cuModuleLoadData(&mod, m.image), "cuModuleLoadData(@x/kernels)"));
@@ -166,8 +189,26 @@ Status DeviceRuntime::init(int device) {
   return cuda_status(r, "cuMemsetD8Async(error word)");
 }
 
+int DeviceRuntime::resident_blocks(const char* name, unsigned block, unsigned smem) const {
+  const std::string key = std::string(name) + "/" + std::to_string(block) + "/" + std::to_string(smem);
+  std::lock_guard<std::mutex> lock(occ_mu_);
+  auto hit = occupancy_.find(key);
+  if (hit != occupancy_.end()) return hit->second;
+  int n = 1;
+  auto it = fns_.find(name);
+  if (it != fns_.end() && d_->cuOccupancyMaxActiveBlocksPerMultiprocessor != nullptr && enter().ok()) {
+    if (d_->cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, it->second, static_cast<int>(block), smem) !=
+            cuda::CUDA_SUCCESS ||
+        n < 1) {
+      n = 1;
+    }
+  }
+  occupancy_[key] = n;
+  return n;
+}
+
 Status DeviceRuntime::launch(const char* name, Dim3 grid, Dim3 block, unsigned smem, cuda::CUstream stream,
-                             void* args) const {
+                             void* args, bool pdl) const {
   auto it = fns_.find(name);
   if (it == fns_.end()) {
     if (!kernels_compiled_in()) {
@@ -180,6 +221,15 @@ Status DeviceRuntime::launch(const char* name, Dim3 grid, Dim3 block, unsigned s
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return Status::Ok();
   X_RETURN_IF_ERROR(enter());
   void* params[] = {args};
+  if (pdl && pdl_) {
+    cuda::CUlaunchAttribute attr{};
+    attr.id = cuda::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmatic_stream_serialization_allowed = 1;
+    cuda::CUlaunchConfig cfg{grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, stream, &attr, 1};
+    Status st = cuda_status(d_->cuLaunchKernelEx(&cfg, it->second, params, nullptr), "cuLaunchKernelEx");
+    if (!st.ok()) st.message += std::string(" (") + name + ")";
+    return st;
+  }
   Status st = cuda_status(
       d_->cuLaunchKernel(it->second, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, stream, params, nullptr),
       "cuLaunchKernel");

@@ -32,9 +32,16 @@ class DeviceRuntime {
   const cuda::Driver* driver() const { return d_; }
   // Makes the device's primary context current on the calling thread.
   Status enter() const;
-  // Enqueues kernel `name` with `args` (one struct, passed by value) on `stream`.
-  Status launch(const char* name, Dim3 grid, Dim3 block, unsigned smem, cuda::CUstream stream,
-                void* args) const;
+  // Enqueues kernel `name` with `args` (one struct, passed by value) on `stream`. `pdl`: with
+  // programmatic dependent launch where the device has it (sm_90+, and X_KERNELS_PDL is not 0) —
+  // only for kernels that call grid_dep_wait() before reading what earlier kernels write.
+  Status launch(const char* name, Dim3 grid, Dim3 block, unsigned smem, cuda::CUstream stream, void* args,
+                bool pdl = false) const;
+  // Blocks of `name` resident per multiprocessor at `block` threads and `smem` dynamic bytes (1 if
+  // the driver cannot tell).
+  int resident_blocks(const char* name, unsigned block, unsigned smem) const;
+  bool pdl() const { return pdl_; }
+  int64_t l2_bytes() const { return l2_bytes_; }
   // Device address of the ErrorWord kernels of this device report into.
   uint64_t error_word() const { return err_dev_; }
   // Enqueues: copy the error word into host memory, then clear it (stream order).
@@ -48,6 +55,10 @@ class DeviceRuntime {
   const cuda::Driver* d_ = nullptr;
   cuda::CUcontext ctx_ = nullptr;
   int sms_ = 0, max_smem_optin_ = 48 * 1024;
+  bool pdl_ = false;
+  int64_t l2_bytes_ = 0;
+  mutable std::mutex occ_mu_;
+  mutable std::unordered_map<std::string, int> occupancy_;
   std::vector<cuda::CUmodule> modules_;
   std::unordered_map<std::string, cuda::CUfunction> fns_;
   uint64_t err_dev_ = 0;

@@ -9,7 +9,7 @@
 //     sampled ids back, the next step built from them) and pipelined (step k+1 enqueued before
 //     step k's ids are read, its tokens fed back on the device: SequenceStep.feedback; two steps in
 //     flight, as the serving Worker runs them); the graph replay alone (CUDA events around
-//     back-to-back replays), also with the previous attention (a separate combine kernel);
+//     back-to-back replays), also unfused (cuBLASLt GEMMs and separate row kernels);
 //   - prefill of 4 × 1024 tokens in TFLOP/s against the GEMM peak;
 //   - transformers eager on the same shapes (bench/hf_eager.py, run before this script by
 //     scripts/gpu-check.sh, read from $OUT/hf-eager.json when present).
@@ -20,6 +20,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { CudaGraph, devices, Event, HostBuffer, Stream, Tensor } from '@x/core';
 import { Allocator } from '@x/cumem';
 import {
+  FUSED_LINEAR_MAX_ROWS,
+  fusedLinear,
   MATMUL_WORKSPACE_BYTES,
   matmul,
   pagedAttentionWorkspaceBytes,
@@ -210,13 +212,14 @@ async function decodePipelined(b, steps, into, syncIds) {
   into.pipelinedTokPerSec = (b / ms) * 1e3;
   into.pipelinedRatio = ms / into.floorMs;
   into.pipelinedWeightsOnlyRatio = ms / result.floorMs;
-  into.replayMergedAttentionMs = replayMs(b, CTX + steps, { counters: true });
+  into.replayUnfusedMs = replayMs(b, CTX + steps, { fused: false });
 }
 
 // The decode forward of bucket `b` captured over a workspace of its own and replayed back to back
-// (GPU time alone: no upload, sampling or host round trip). As in the runner, attention merges its
-// split-KV partials in a second kernel; `counters: true` lets the last split merge them instead.
-function replayMs(b, ctx, { counters = false } = {}) {
+// (GPU time alone: no upload, sampling or host round trip), as the runner runs it: at most
+// FUSED_LINEAR_MAX_ROWS tokens through fusedLinear; `fused: false` runs the separate ops
+// (cuBLASLt GEMMs, RMSNorm, rotary + KV write, SiLU-and-mul kernels) instead, to compare.
+function replayMs(b, ctx, { fused = true, counters = false } = {}) {
   const c = config;
   const w = new Workspace(alloc, {
     tokens: b,
@@ -261,6 +264,7 @@ function replayMs(b, ctx, { counters = false } = {}) {
   const fwd = {
     matmulWorkspace: ws32,
     attentionWorkspace: attn.tensor('u8', [Math.max(256, attnBytes)]),
+    fusedSmallBatch: fused,
     ...(counters ? { attentionCounters: cnt.tensor('i32', [b * c.numHeads]) } : {}),
     decode: true,
   };
@@ -313,8 +317,9 @@ async function prefill(seqs, len) {
 }
 
 // The GEMMs of one decode step alone (every layer's qkv, o, gate_up, down, then lm_head, at M = b),
-// captured and replayed back to back: how much of a step the weight-streaming GEMMs take.
-function gemmsOnlyMs(b) {
+// captured and replayed back to back: how much of a step the weight-streaming GEMMs take (cuBLASLt,
+// or with `fused` the plain fusedLinear kernel: the weight stream alone).
+function gemmsOnlyMs(b, { fused = false } = {}) {
   const c = config;
   const widest = Math.max(c.vocabSize, 2 * c.intermediateSize);
   const x = alloc.alloc(b * c.intermediateSize * 2, { tag: 'activations', owner: 'bench.x' });
@@ -341,7 +346,10 @@ function gemmsOnlyMs(b) {
     o: y.tensor(n === c.vocabSize ? 'f32' : 'bf16', [b, n]),
   }));
   const all = () => {
-    for (const t of tensors) matmul(s, t.o, t.a, t.w, { workspace: ws32 });
+    for (const t of tensors) {
+      if (fused) fusedLinear(s, t.o, t.a, t.w);
+      else matmul(s, t.o, t.a, t.w, { workspace: ws32 });
+    }
   };
   all();
   s.synchronizeSync();
@@ -365,22 +373,44 @@ async function section(name, fn) {
   }
 }
 
+if (process.env.BENCH_PROFILE === '1') {
+  // A quick comparison (short device runs, tuning knobs in the environment): only the batch-1
+  // decode graph's replay, fused, unfused, and fused with split-KV merged by the last split.
+  console.log(`profile: replay ${replayMs(1, CTX + 40).toFixed(3)} ms fused`);
+  console.log(`profile: replay ${replayMs(1, CTX + 40, { fused: false }).toFixed(3)} ms unfused`);
+  const merged = replayMs(1, CTX + 40, { counters: true });
+  console.log(`profile: replay ${merged.toFixed(3)} ms fused, split-KV merged by the last split`);
+  process.exit(0);
+}
+
 result.decode = [];
+// BENCH_DECODE_BATCHES=1,4 picks the batch sizes (default 1,64,128); BENCH_SKIP_PREFILL=1 skips
+// prefill; BENCH_PROFILE=1 only compares batch-1 replays (short device runs).
+const batches = (process.env.BENCH_DECODE_BATCHES ?? '1,64,128').split(',').map(Number);
 for (const [b, steps] of [
   [1, 40],
+  [4, 20],
   [64, 20],
   [128, 20],
-]) {
+].filter(([b]) => batches.includes(b))) {
   const d = await section(`decode ${b}`, () => decode(b, steps));
   if (d) {
     const { syncIds } = d;
     delete d.syncIds;
     await section(`pipelined decode ${b}`, () => decodePipelined(b, steps, d, syncIds));
     d.gemmsOnlyMs = await section(`gemms ${b}`, () => gemmsOnlyMs(b));
+    if (b <= FUSED_LINEAR_MAX_ROWS) {
+      d.fusedLinearsOnlyMs = await section(`fused linears ${b}`, () =>
+        gemmsOnlyMs(b, { fused: true }),
+      );
+    }
     result.decode.push(d);
   }
 }
-result.prefill = (await section('prefill', () => prefill(4, 1024))) ?? {};
+result.prefill =
+  process.env.BENCH_SKIP_PREFILL === '1'
+    ? {}
+    : ((await section('prefill', () => prefill(4, 1024))) ?? {});
 result.graphs = runner.graphCount;
 const hfFile = OUT ? `${OUT}/hf-eager.json` : undefined;
 result.transformers =
@@ -398,12 +428,12 @@ console.log(
     `weights ${f(weightBytes / 1e9)} GB/step → floor ${f(result.floorMs, 3)} ms`,
 );
 console.log(
-  '\n| decode batch | context | step ms sync (e2e) | step ms pipelined | graph replay ms | replay, attention merged by the last split ms | GEMMs alone ms | tok/s sync / pipelined | floor ms (weights+KV) | ratio sync / pipelined | pipelined ÷ weights-only floor |',
+  '\n| decode batch | context | step ms sync (e2e) | step ms pipelined | graph replay ms | replay, unfused ms | linear layers alone ms (fusedLinear / cuBLASLt) | tok/s sync / pipelined | floor ms (weights+KV) | ratio sync / pipelined | pipelined ÷ weights-only floor |',
 );
 console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const d of result.decode) {
   console.log(
-    `| ${d.batch} | ${d.context} | ${f(d.stepMs, 3)} | ${f(d.pipelinedStepMs, 3)} (mean ${f(d.pipelinedMeanMs, 3)}) | ${f(d.replayMs, 3)} | ${f(d.replayMergedAttentionMs, 3)} | ${f(d.gemmsOnlyMs, 3)} | ${f(d.tokPerSec, 0)} / ${f(d.pipelinedTokPerSec, 0)} | ${f(d.floorMs, 3)} | ${f(d.ratio)}× / ${f(d.pipelinedRatio)}× | ${f(d.pipelinedWeightsOnlyRatio)}× |`,
+    `| ${d.batch} | ${d.context} | ${f(d.stepMs, 3)} | ${f(d.pipelinedStepMs, 3)} (mean ${f(d.pipelinedMeanMs, 3)}) | ${f(d.replayMs, 3)} | ${f(d.replayUnfusedMs, 3)} | ${f(d.fusedLinearsOnlyMs, 3)} / ${f(d.gemmsOnlyMs, 3)} | ${f(d.tokPerSec, 0)} / ${f(d.pipelinedTokPerSec, 0)} | ${f(d.floorMs, 3)} | ${f(d.ratio)}× / ${f(d.pipelinedRatio)}× | ${f(d.pipelinedWeightsOnlyRatio)}× |`,
   );
 }
 const p = result.prefill;

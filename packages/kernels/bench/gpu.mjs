@@ -15,6 +15,7 @@ import { CudaGraph, devices, Event, HostBuffer, Stream, Tensor } from '../../cor
 import { Allocator } from '../../cumem/dist/index.js';
 import {
   embedding,
+  fusedLinear,
   MATMUL_WORKSPACE_BYTES,
   matmul,
   pagedAttention,
@@ -328,7 +329,7 @@ await section('decode 1x4k', () => decodeCase(1, 4096, { target: 0 }));
 
 // ---- GEMMs: tensor-core ceiling, then Llama-3.1-8B shapes vs torch.matmul ----
 const gemmWs = tensor('u8', [MATMUL_WORKSPACE_BYTES], 'meta');
-function gemmTime(m, n, k, copies) {
+function gemmTime(m, n, k, copies, { fused = false } = {}) {
   const a = randomize(tensor('bf16', [m, k]));
   const ws = Array.from({ length: copies }, () => randomize(tensor('bf16', [n, k], 'weights')));
   const out = tensor('bf16', [m, n]);
@@ -337,7 +338,10 @@ function gemmTime(m, n, k, copies) {
     3,
     Math.min(200, Math.floor(20e-3 / Math.max(flops / 700e12, (n * k * 2) / 4.0e12))),
   );
-  const ms = timeGraph((i) => matmul(s, out, a, ws[i % copies], { workspace: gemmWs }), iters);
+  const call = fused
+    ? (i) => fusedLinear(s, out, a, ws[i % copies])
+    : (i) => matmul(s, out, a, ws[i % copies], { workspace: gemmWs });
+  const ms = timeGraph(call, iters);
   for (const t of [a, out, ...ws]) {
     const i = live.findIndex((x) => x.ptr === t.ptr);
     alloc.free(live.splice(i, 1)[0]);
@@ -414,6 +418,32 @@ for (const x of shapes) {
   });
 }
 freeAll();
+
+// ---- small-batch linear layers: fusedLinear (the weight stream) vs cuBLASLt at decode sizes ----
+await section('fusedLinear', async () => {
+  // BENCH_FUSED_ROWS=1,2 narrows the row counts (short device runs).
+  const rowsList = (process.env.BENCH_FUSED_ROWS ?? '1,2,4').split(',').map(Number);
+  for (const m of rowsList) {
+    for (const [name, n, k] of llama) {
+      const copies = n * k * 2 < 100e6 ? 4 : 1;
+      const fms = gemmTime(m, n, k, copies, { fused: true });
+      const cms = gemmTime(m, n, k, copies);
+      const bytes = n * k * 2;
+      report({
+        kernel: `fusedLinear ${name}`,
+        shape: `M ${m}, N ${n}, K ${k} (cuBLASLt ${(cms * 1e3).toFixed(1)} µs)`,
+        us: fms * 1e3,
+        rate: bytes / (fms * 1e-3) / 1e9,
+        unit: 'GB/s',
+        floor: hbm,
+        ratio: bytes / (fms * 1e-3) / 1e9 / hbm,
+        target: `≥ cuBLASLt (${(bytes / (cms * 1e-3) / 1e9 / hbm).toFixed(2)} of copy)`,
+        verdict: fms <= cms ? 'PASS' : 'MISS',
+      });
+    }
+  }
+  freeAll();
+});
 
 // ---- prefill attention throughput ----
 async function prefillCase(seqs, len, { nq = 32, nk = 8, hd = 128, bs = 16 } = {}) {

@@ -2,10 +2,11 @@
 // rotary + KV-cache write (on the CPU: the two ops back to back), checkKernelErrors (on the CPU:
 // the stream's own failure) and the build report. The CUDA kernels themselves are checked on a GPU
 // by packages/kernels/test/gpu/*.mjs.
-import { Stream, StreamError } from '@x/core';
+import { InvalidArgumentError, Stream, StreamError } from '@x/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sampleWorkspaceBytes } from './cuda-sample.js';
 import { embedding } from './embedding.js';
+import { fusedLinear } from './fused-linear.js';
 import { checkKernelErrors, gpuKernelInfo } from './kernel-errors.js';
 import { reshapeAndCache } from './reshape-and-cache.js';
 import { ropeCosSinCache } from './rope-cache.js';
@@ -60,6 +61,17 @@ describe('rotaryEmbedding with options.cache', () => {
     expectClose(arena.read(k1), arena.read(k2), 0, 0);
     expectClose(arena.read(kc1), arena.read(kc2), 0, 0);
     expectClose(arena.read(vc1), arena.read(vc2), 0, 0);
+  });
+});
+
+describe('fusedLinear', () => {
+  it('is the CUDA decode path: a CPU stream gets a typed error naming the stream', () => {
+    const x = arena.f32([1, 8]);
+    const w = arena.f32([4, 8]);
+    const out = arena.f32([1, 4]);
+    const call = () => fusedLinear(stream, out, x, w);
+    expect(call).toThrow(InvalidArgumentError);
+    expect(call).toThrow(/Expected a CUDA stream.* for stream but received "cpu"/);
   });
 });
 

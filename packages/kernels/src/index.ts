@@ -12,6 +12,12 @@ export {
 export { MATMUL_WORKSPACE_BYTES } from './cuda-matmul.js';
 export { MAX_TOP_LOGPROBS_CUDA, sampleWorkspaceBytes } from './cuda-sample.js';
 export { embedding } from './embedding.js';
+export {
+  FUSED_LINEAR_MAX_ROWS,
+  type FusedLinearEpilogue,
+  type FusedLinearOptions,
+  fusedLinear,
+} from './fused-linear.js';
 export { indexCopy } from './index-copy.js';
 export { checkKernelErrors, type GpuKernelInfo, gpuKernelInfo } from './kernel-errors.js';
 export { type MatmulOptions, matmul } from './matmul.js';

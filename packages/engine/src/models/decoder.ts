@@ -1,6 +1,8 @@
 import { type Stream, Tensor } from '@x/core';
 import {
   embedding,
+  FUSED_LINEAR_MAX_ROWS,
+  fusedLinear,
   matmul,
   pagedAttention,
   rmsNorm,
@@ -55,7 +57,20 @@ export interface ForwardOptions {
   attentionCounters?: Tensor;
   /** true: every sequence has one token (the split-KV decode kernel); default: the kernel decides. */
   decode?: boolean;
+  /**
+   * CUDA steps of at most FUSED_DECODE_MAX_TOKENS tokens run their linear layers as fusedLinear,
+   * with RMSNorm, the residual adds, rotary + KV write and SiLU-and-mul inside them (5 kernels per
+   * layer instead of 9–10). Default true; false: the separate ops (cuBLASLt), e.g. to compare.
+   */
+  fusedSmallBatch?: boolean;
 }
+
+/**
+ * Steps of up to this many tokens run the fused small-batch layers. fusedLinear takes up to
+ * FUSED_LINEAR_MAX_ROWS rows, but on an H200 only a single row beats cuBLASLt plus the separate
+ * row kernels (docs/benchmarks/gpu-engine.md; docs/decisions/0009-fused-decode-linear.md).
+ */
+export const FUSED_DECODE_MAX_TOKENS = Math.min(1, FUSED_LINEAR_MAX_ROWS);
 
 function checked(weights: WeightSource, name: string, shape: number[]): Tensor {
   const t = weights.get(name);
@@ -110,6 +125,8 @@ export class DecoderModel {
   readonly #layers: LayerWeights[];
   readonly #finalNorm: Tensor;
   readonly #lmHead: Tensor;
+  /** Whether the layers fit fusedLinear (q/k/v and gate/up stored fused, no q/k norm, widths of 8). */
+  readonly #fusable: boolean;
 
   constructor(spec: ArchitectureSpec, config: ModelConfig, weights: WeightSource) {
     this.spec = spec;
@@ -161,6 +178,22 @@ export class DecoderModel {
         down: checked(weights, n.down, [h, im]),
       };
     });
+    this.#fusable =
+      !qkNorm &&
+      hd % 2 === 0 &&
+      [h, im, nq * hd].every((d) => d % 8 === 0) &&
+      this.#layers.every((l) => l.qkv !== undefined && l.gateUp !== undefined);
+  }
+
+  /** Whether a step of `tokens` tokens on `stream` runs the fused small-batch layers. */
+  fusedFor(stream: Stream, tokens: number, options: ForwardOptions = {}): boolean {
+    return (
+      this.#fusable &&
+      options.fusedSmallBatch !== false &&
+      stream.device.kind === 'cuda' &&
+      tokens >= 1 &&
+      tokens <= FUSED_DECODE_MAX_TOKENS
+    );
   }
 
   /** Element type of the weights, and so of the activations on CUDA. */
@@ -237,6 +270,54 @@ export class DecoderModel {
     const eps = c.rmsNormEps;
     const im = c.intermediateSize;
     const rope = { headDim: c.headDim, rotaryDim: c.headDim, neox: this.spec.neoxRotary };
+
+    if (allLogits === undefined && this.fusedFor(stream, t, options)) {
+      // A few tokens: per layer qkv (input norm, rotary, KV write) → attention → o (+= residual)
+      // → gate/up (post norm, SiLU-and-mul) → down (+= residual); the residual stream is updated
+      // in place by the linear layers, and lm_head normalizes its rows itself.
+      embedding(stream, residual, this.#embed, ids);
+      const c0 = {
+        kind: 'rotaryKvCache' as const,
+        positions,
+        cosSinCache: cosSin,
+        slotMapping: slots,
+      };
+      const heads = { headDim: c.headDim, numHeads: c.numHeads, numKvHeads: c.numKvHeads };
+      const add = { epilogue: { kind: 'addToResidual' as const } };
+      this.#layers.forEach((l, i) => {
+        const qkv = l.qkv!;
+        fusedLinear(stream, qkvOut, residual, qkv.w, {
+          ...(qkv.bias ? { bias: qkv.bias } : {}),
+          norm: { weight: l.inputNorm, eps },
+          epilogue: {
+            ...c0,
+            ...heads,
+            neox: this.spec.neoxRotary,
+            kCache: kv.keys[i]!,
+            vCache: kv.values[i]!,
+          },
+        });
+        pagedAttention(stream, attn, fused.q, kv.keys[i]!, kv.values[i]!, meta);
+        fusedLinear(stream, residual, attn, l.o.w, {
+          ...(l.o.bias ? { bias: l.o.bias } : {}),
+          ...add,
+        });
+        fusedLinear(stream, act, residual, l.gateUp!, {
+          norm: { weight: l.postNorm, eps },
+          epilogue: { kind: 'siluAndMul' },
+        });
+        fusedLinear(stream, residual, act, l.down, add);
+      });
+      let lastRows = residual.slice(0, 0, b);
+      if (t !== b) {
+        lastRows = ws.lastHidden.slice(0, 0, b);
+        embedding(stream, lastRows, residual, ws.lastIndex.slice(0, 0, b));
+      }
+      fusedLinear(stream, ws.logits.slice(0, 0, b), lastRows, this.#lmHead, {
+        norm: { weight: this.#finalNorm, eps },
+      });
+      return;
+    }
 
     // The residual stream starts as the embeddings; each layer's input norm adds the previous
     // sublayer's output into it (vLLM's fused_add_rms_norm).

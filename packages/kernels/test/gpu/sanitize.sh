@@ -10,7 +10,7 @@ cs=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/b
 pids=()
 names=()
 for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
-  for f in ${SANITIZE_FILES:-elementwise attention sample}; do
+  for f in ${SANITIZE_FILES:-elementwise attention sample fused-linear}; do
     log="$out/sanitize-$tool-$f.log"
     X_GPU_SMALL=1 timeout "${SANITIZE_TIMEOUT:-300}" "$cs" --tool "$tool" --error-exitcode 99 --print-limit 20 \
       node "packages/kernels/test/gpu/$f.gpu.mjs" >"$log" 2>&1 &

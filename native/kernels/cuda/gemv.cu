@@ -1,0 +1,294 @@
+// Small-batch linear layers (1..kGemvMaxRows rows of x: the decode step of a few sequences). At
+// that size a linear layer is a stream over its weights, and a GEMM library's tiles waste most of
+// their work; here each warp owns a pair of output rows (a "unit", see GemvMode in params.h) and
+// streams both weight rows in 16-byte loads that bypass L1, every lane with 2·kUnroll loads in
+// flight, f32 accumulation, one warp reduction per unit. The row-wise neighbours of the linear
+// layer run inside it instead of as kernels of their own:
+//   - prologue: RMSNorm of x (each block normalizes the rows into shared memory, exactly as
+//     rms_norm rounds them: what the separate kernel would have stored);
+//   - epilogue: bias, then store / add into the residual stream / SiLU-and-mul of a gate-up pair /
+//     rotary on q and k heads with the paged KV write. Every value is rounded to T where the
+//     unfused ops would store it, so the fused layer computes what rms_norm, matmul, rotary,
+//     cache write and silu_and_mul compute one after the other (up to summation order).
+// Launched with programmatic dependent launch on sm_90 (runtime.cc): a block starts while the
+// previous kernel drains, loads the first weights of its first unit (no kernel writes weights),
+// then waits for that kernel (grid_dep_wait) before reading anything else; the grid is persistent
+// (at most the resident blocks, grid-stride over units), so the prologue runs once per block. Layers with fewer units than the GPU
+// has resident warps split each unit's k range over `split` warps of a block (partials summed in
+// shared memory), so every warp streams and each has a short chain of dependent loads.
+#include "common.cuh"
+
+namespace xk {
+namespace {
+
+constexpr int kWarps = 8;   // warps per block (256 threads); the host sizes the grid to match
+constexpr int kUnroll = 4;  // 16-byte chunks per weight row and lane in flight
+
+// Weights are read once: past L1, and first in line for eviction from L2 (activations, the KV
+// cache and the next layer's inputs stay).
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ uint4 ld_stream(const uint4* p, uint64_t policy) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "l"(policy));
+  return v;
+}
+// The two weight rows of unit u (r1 < 0: the unit has one row, the last of an odd count).
+__device__ __forceinline__ void unit_rows(const GemvArgs& a, int64_t u, int64_t& r0, int64_t& r1) {
+  if (a.mode == kGemvSiluMul) {
+    r0 = u;
+    r1 = a.n + u;
+  } else if (a.mode == kGemvRotary) {
+    const int64_t half = a.head_dim / 2, head = u / half, i = u % half, base = head * a.head_dim;
+    if (a.neox && head < a.num_heads + a.num_kv_heads) {
+      r0 = base + i;
+      r1 = base + i + half;
+    } else {
+      r0 = base + 2 * i;
+      r1 = base + 2 * i + 1;
+    }
+  } else {
+    r0 = 2 * u;
+    r1 = 2 * u + 1 < a.n ? 2 * u + 1 : -1;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pair(T* row, int64_t r0, int64_t r1, float y0, float y1) {
+  row[r0] = from_f<T>(y0);
+  if (r1 >= 0) row[r1] = from_f<T>(y1);
+}
+
+// The epilogue of one unit for row m of x: d0, d1 are the dot products of weight rows r0, r1.
+template <typename T>
+__device__ void epilogue(const GemvArgs& a, int64_t u, int m, int64_t r0, int64_t r1, float d0, float d1) {
+  if (a.bias != 0) {
+    const T* bias = reinterpret_cast<const T*>(a.bias);
+    d0 += to_f(bias[r0]);
+    if (r1 >= 0) d1 += to_f(bias[r1]);
+  }
+  if (a.mode == kGemvStore) {
+    if (a.out_f32) {
+      float* o = reinterpret_cast<float*>(a.out) + m * a.ld_out;
+      o[r0] = d0;
+      if (r1 >= 0) o[r1] = d1;
+    } else {
+      store_pair<T>(reinterpret_cast<T*>(a.out) + m * a.ld_out, r0, r1, d0, d1);
+    }
+    return;
+  }
+  T* o = reinterpret_cast<T*>(a.out) + m * a.ld_out;
+  if (a.mode == kGemvResidual) {
+    // residual <- residual + y, y rounded as the linear layer would have stored it.
+    o[r0] = from_f<T>(to_f(o[r0]) + round_to<T>(d0));
+    if (r1 >= 0) o[r1] = from_f<T>(to_f(o[r1]) + round_to<T>(d1));
+    return;
+  }
+  const float v0 = round_to<T>(d0), v1 = round_to<T>(d1);
+  if (a.mode == kGemvSiluMul) {
+    o[u] = from_f<T>(v0 / (1.0f + expf(-v0)) * v1);
+    return;
+  }
+  // kGemvRotary: head of the pair, and whether it is a q, k or v head.
+  const int64_t hd = a.head_dim, half = hd / 2, head = r0 / hd;
+  const bool kv = head >= a.num_heads, rotated = head < a.num_heads + a.num_kv_heads;
+  const int64_t pos = a.pos_i64 ? reinterpret_cast<const int64_t*>(a.positions)[m]
+                                : reinterpret_cast<const int32_t*>(a.positions)[m];
+  const bool pos_ok = pos >= 0 && pos < a.max_pos;
+  if (!pos_ok && u == 0) report(a.err, kErrRotaryPosition, m, pos, a.max_pos);
+  float y0 = v0, y1 = v1;
+  if (rotated && pos_ok) {
+    const float* cs = reinterpret_cast<const float*>(a.cos_sin) + pos * hd;
+    const int64_t i = u % half;
+    const float c = cs[i], s = cs[half + i];
+    y0 = v0 * c - v1 * s;
+    y1 = v1 * c + v0 * s;
+  }
+  const T t0 = from_f<T>(y0), t1 = from_f<T>(y1);
+  o[r0] = t0;
+  o[r1] = t1;
+  if (!kv || !pos_ok) return;  // a token with a bad position is not cached (as rotary does)
+  const int64_t slot = reinterpret_cast<const int64_t*>(a.slots)[m];
+  if (slot < -1 || slot >= a.num_slots) {
+    if (u == a.num_heads * half) report(a.err, kErrSlot, m, slot, a.num_slots);
+    return;
+  }
+  if (slot < 0) return;  // padding token
+  const int64_t width = a.num_kv_heads * hd;
+  const int64_t col = (rotated ? head - a.num_heads : head - a.num_heads - a.num_kv_heads) * hd;
+  T* cache = reinterpret_cast<T*>(rotated ? a.k_cache : a.v_cache) + slot * width + col;
+  cache[r0 - head * hd] = t0;
+  cache[r1 - head * hd] = t1;
+}
+
+template <typename T, bool NORM, int M>
+__device__ void gemv_impl(const GemvArgs& a) {
+  extern __shared__ __align__(16) unsigned char gemv_smem[];
+  __shared__ float scratch[32];
+  __shared__ float partial[kWarps][M][2];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // A block takes kWarps / split units per round; the split warps of a unit share its k range.
+  const int split = a.split, per_round = kWarps / split, slot = warp / split, sub = warp % split;
+  const int nchunk = static_cast<int>(a.k / 8);  // k < 2^31 (the host checks)
+  const int span = (nchunk + split - 1) / split;
+  const int lo = sub * span, hi = lo + span < nchunk ? lo + span : nchunk;
+  const uint4* w = reinterpret_cast<const uint4*>(a.w);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * per_round;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * per_round;
+  const uint64_t policy = evict_first_policy();
+
+  // Launched with programmatic dependent launch: nothing an earlier kernel writes is read before
+  // grid_dep_wait() returns, but the weights are no kernel's output: with a.preload the first
+  // iteration of this warp's first unit is loaded into registers before it, overlapping the
+  // previous kernel's drain. (Letting the next kernel launch before the wait measured slower.)
+  uint4 wa[kUnroll], wb[kUnroll];
+  bool loaded = false;
+  if (a.preload && first + slot < a.units) {
+    int64_t r0, r1;
+    unit_rows(a, first + slot, r0, r1);
+    const uint4* w0 = w + r0 * nchunk;
+    const uint4* w1 = w + (r1 >= 0 ? r1 : r0) * nchunk;
+#pragma unroll
+    for (int j = 0; j < kUnroll; j++) {
+      const int c = lo + lane + 32 * j;
+      if (c < hi) {
+        wa[j] = ld_stream(w0 + c, policy);
+        wb[j] = ld_stream(w1 + c, policy);
+      }
+    }
+    loaded = true;
+  }
+  grid_dep_wait();
+  grid_dep_launch();
+
+  const T* xs;
+  int64_t ldx;
+  if constexpr (NORM) {
+    T* s = reinterpret_cast<T*>(gemv_smem);
+    const uint4* nw = reinterpret_cast<const uint4*>(a.norm_w);
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const uint4* xr = reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(a.x) + m * a.ld_x);
+      float ss = 0.0f;
+      for (int c = threadIdx.x; c < nchunk; c += blockDim.x) {
+        float v[8];
+        unpack8<T>(xr[c], v);
+#pragma unroll
+        for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+      }
+      ss = block_sum(ss, scratch);
+      const float inv = 1.0f / sqrtf(ss / static_cast<float>(a.k) + a.eps);
+      uint4* sr = reinterpret_cast<uint4*>(s + m * a.k);
+      for (int c = threadIdx.x; c < nchunk; c += blockDim.x) {
+        float v[8], wv[8];
+        unpack8<T>(xr[c], v);
+        unpack8<T>(__ldg(nw + c), wv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = round_to<T>(v[e] * inv) * wv[e];
+        sr[c] = pack8<T>(v);
+      }
+    }
+    __syncthreads();
+    xs = s;
+    ldx = a.k;
+  } else {
+    xs = reinterpret_cast<const T*>(a.x);
+    ldx = a.ld_x;
+  }
+
+  // Rounds are block-uniform (the split warps meet at a barrier); a warp past the last unit idles.
+  for (int64_t base = first; base < a.units; base += stride) {
+    const int64_t u = base + slot;
+    const bool active = u < a.units;
+    int64_t r0 = 0, r1 = -1;
+    float acc0[M], acc1[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) acc0[m] = acc1[m] = 0.0f;
+    if (active) {
+      unit_rows(a, u, r0, r1);
+      const uint4* w0 = w + r0 * nchunk;
+      const uint4* w1 = w + (r1 >= 0 ? r1 : r0) * nchunk;
+      for (int c0 = lo; c0 < hi; c0 += 32 * kUnroll) {
+        if (!loaded) {
+#pragma unroll
+          for (int j = 0; j < kUnroll; j++) {
+            const int c = c0 + lane + 32 * j;
+            if (c < hi) {
+              wa[j] = ld_stream(w0 + c, policy);
+              wb[j] = ld_stream(w1 + c, policy);
+            }
+          }
+        }
+        loaded = false;
+#pragma unroll
+        for (int j = 0; j < kUnroll; j++) {
+          const int c = c0 + lane + 32 * j;
+          if (c < hi) {
+            float f0[8], f1[8];
+            unpack8<T>(wa[j], f0);
+            unpack8<T>(wb[j], f1);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+              float xv[8];
+              unpack8<T>(*reinterpret_cast<const uint4*>(xs + m * ldx + c * 8), xv);
+#pragma unroll
+              for (int e = 0; e < 8; e++) {
+                acc0[m] = fmaf(f0[e], xv[e], acc0[m]);
+                acc1[m] = fmaf(f1[e], xv[e], acc1[m]);
+              }
+            }
+          }
+        }
+      }
+    }
+    float d0 = 0.0f, d1 = 0.0f;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float s0 = warp_sum(acc0[m]), s1 = warp_sum(acc1[m]);
+      if (lane == m) {
+        d0 = s0;
+        d1 = s1;
+      }
+    }
+    if (split == 1) {
+      if (active && lane < M) epilogue<T>(a, u, lane, r0, r1, d0, d1);
+      continue;
+    }
+    if (lane < M) {
+      partial[warp][lane][0] = d0;
+      partial[warp][lane][1] = d1;
+    }
+    __syncthreads();
+    if (active && sub == 0 && lane < M) {
+      for (int k = 1; k < split; k++) {
+        d0 += partial[warp + k][lane][0];
+        d1 += partial[warp + k][lane][1];
+      }
+      epilogue<T>(a, u, lane, r0, r1, d0, d1);
+    }
+    __syncthreads();  // partial is rewritten next round
+  }
+}
+
+}  // namespace
+}  // namespace xk
+
+using xk::GemvArgs;
+
+#define X_GEMV_KERNEL(SUF, T, NORM, M, TAG)                                      \
+  extern "C" __global__ void __launch_bounds__(256, (M) == 1 ? 3 : 2) x_gemv_##SUF##_##TAG##M(GemvArgs a) { \
+    xk::gemv_impl<T, NORM, M>(a);                                                \
+  }
+#define X_GEMV_KERNELS(SUF, T)                                                   \
+  X_GEMV_KERNEL(SUF, T, false, 1, m) X_GEMV_KERNEL(SUF, T, false, 2, m)         \
+  X_GEMV_KERNEL(SUF, T, false, 3, m) X_GEMV_KERNEL(SUF, T, false, 4, m)         \
+  X_GEMV_KERNEL(SUF, T, true, 1, n) X_GEMV_KERNEL(SUF, T, true, 2, n)           \
+  X_GEMV_KERNEL(SUF, T, true, 3, n) X_GEMV_KERNEL(SUF, T, true, 4, n)
+
+X_GEMV_KERNELS(bf16, __nv_bfloat16)
+X_GEMV_KERNELS(f16, __half)
