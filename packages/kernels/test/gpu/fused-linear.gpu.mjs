@@ -259,7 +259,7 @@ describe('fusedLinear on CUDA', () => {
     const pos = await gpu.upload(
       'i32',
       [m],
-      Int32Array.from({ length: m }, (_, i) => 17 + i * 100),
+      Int32Array.from({ length: m }, (_, i) => (17 + i * 100) % maxPos),
       { tag: 'meta' },
     );
     const slots = await gpu.upload(
