@@ -145,6 +145,18 @@ describe('x generate: sampling, stopping and text', () => {
     expect(piped.stderr).not.toContain('Loading weights');
   });
 
+  it('gives the streamed text in --json: a continuation keeps its leading space', () => {
+    // Qwen2's byte-level BPE: this continuation starts with " Dog"; decoding the output ids alone
+    // (without the prompt) would drop the space that x serve and the stream keep.
+    const args = ['--model', join(fixtures, 'qwen2-v5'), '--prompt', 'Once upon a time'];
+    const opts = [...args, '--max-tokens', '6', '--temperature', '0'];
+    const json = runJson(opts);
+    const streamed = run(opts);
+    expect(streamed.status, streamed.stderr).toBe(0);
+    expect(json.text.startsWith(' ')).toBe(true);
+    expect(streamed.stdout).toBe(`${json.text}\n`);
+  });
+
   it('streams the text to stdout without --json', () => {
     const json = runJson([...base, '--temperature', '0']);
     const r = run([...base, '--temperature', '0']);

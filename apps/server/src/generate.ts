@@ -164,6 +164,13 @@ async function generate(
 
     // Each step samples on the runner's device and stream: only the sampled id comes back.
     const out: number[] = [];
+    // The text is what the detokenizer streamed: relative to the prompt, so a continuation keeps
+    // its leading space (decoding the output ids alone would drop it), as `x serve` returns it.
+    let text = '';
+    const emit = (delta: string) => {
+      text += delta;
+      onText(delta);
+    };
     const step = async (tokens: number[], contextLength: number, last: boolean) => {
       const r = await runner!.execute([{ tokens, blockTable, contextLength }], {
         sample: { rows: [last ? { ...row, step: out.length } : null] },
@@ -181,7 +188,7 @@ async function generate(
     for (;;) {
       out.push(id);
       const delta = await detok.push([id]);
-      if (delta) onText(delta);
+      if (delta) emit(delta);
       if (stop.has(id)) {
         finish = 'stop';
         break;
@@ -190,11 +197,11 @@ async function generate(
       id = await step([id], prompt.length + out.length, true);
     }
     const tail = await detok.flush();
-    if (tail) onText(tail);
+    if (tail) emit(tail);
     const t2 = performance.now();
     return {
       token_ids: out,
-      text: await tokenizer.decode(out, { skipSpecialTokens: true }),
+      text,
       prompt_token_ids: prompt,
       finish_reason: finish,
       model: dir,
