@@ -3,10 +3,11 @@
 //   node ../../scripts/build-native.mjs --package core --addon x_core [--extra x_core_capi_test]
 // Run from the package folder (pnpm does). Sources: native/<package>/, included by the package's
 // CMakeLists.txt. Output: build/Release/*.node
-// in the package, and prebuilds/<platform>-<arch>/<addon>.node for the tarball.
+// in the package, and prebuilds/<platform>-<arch>/<addon>.node (with the shared libraries the
+// build bundled next to it) for the tarball.
 // X_WITH_CUDA=0 builds CPU-only even where nvcc exists.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -62,6 +63,21 @@ if (!existsSync(built)) {
 const prebuildDir = join(pkgDir, 'prebuilds', `${process.platform}-${process.arch}`);
 mkdirSync(prebuildDir, { recursive: true });
 copyFileSync(built, join(prebuildDir, `${values.addon}.node`));
+// Shared libraries the build bundled next to the addon (found through its $ORIGIN rpath, e.g.
+// @x/comm's libgloo and its dependencies) travel in the prebuild too, each as a regular file
+// under the name the loader asks for (the symlink's name: tarballs drop symlinks).
+const releaseDir = join(pkgDir, 'build', 'Release');
+const entries = readdirSync(releaseDir).filter((f) => /\.so(\.\d+)*$/.test(f));
+const linkedTo = new Set(
+  entries
+    .filter((f) => lstatSync(join(releaseDir, f)).isSymbolicLink())
+    .map((f) => realpathSync(join(releaseDir, f))),
+);
+for (const f of entries) {
+  const path = join(releaseDir, f);
+  if (!lstatSync(path).isSymbolicLink() && linkedTo.has(realpathSync(path))) continue;
+  copyFileSync(realpathSync(path), join(prebuildDir, f));
+}
 for (const extra of values.extra) {
   if (!existsSync(join(pkgDir, 'build', 'Release', `${extra}.node`))) {
     console.error(`build-native: expected ${extra}.node after the build`);

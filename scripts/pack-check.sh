@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Packs @x/core, installs the tarball with plain npm into an empty project, and runs a CPU stream
-# through it. Proves the published package (dist + prebuilds) works without the workspace.
+# through it; then the same for @x/comm (with @x/core's tarball), whose prebuild carries libgloo:
+# a one-rank gloo group all-reduces, with libgloo loaded from the tarball. Proves the published
+# packages (dist + prebuilds) work without the workspace.
 # Run after `pnpm build`.
 set -euo pipefail
 # The addon must come from the installed tarball's prebuilds, not from an override.
@@ -46,5 +48,46 @@ try {
   stream.dispose();
 }
 console.log('pack-check: CPU stream fill through the installed tarball: ok');
+JS
+node check.mjs
+
+# ---- @x/comm: its prebuild carries libgloo and its dependencies (hosts without libgloo0 load it) ----
+cd "$root"
+pnpm --filter @x/comm pack --pack-destination "$pack_dir" >/dev/null
+comm_tarball="$(find "$pack_dir" -maxdepth 1 -name 'x-comm-*.tgz' | head -n 1)"
+if [[ -z "$comm_tarball" ]]; then
+  echo "pack-check: pnpm pack produced no @x/comm tarball in $pack_dir" >&2
+  exit 1
+fi
+echo "packed: $(basename "$comm_tarball")"
+listing="$(tar -tzf "$comm_tarball")"
+echo "$listing" | sed 's/^/  /'
+grep -q 'prebuilds/linux-x64/libgloo.so.0$' <<<"$listing" ||
+  { echo "pack-check: the @x/comm tarball lacks prebuilds/linux-x64/libgloo.so.0" >&2; exit 1; }
+comm_project="$(mktemp -d)"
+trap 'rm -rf "$pack_dir" "$project_dir" "$comm_project"' EXIT
+cd "$comm_project"
+npm init -y >/dev/null
+npm install --no-audit --no-fund --prefer-offline "$tarball" "$comm_tarball"
+cat > check.mjs <<'JS'
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initGroup } from '@x/comm';
+
+const dir = mkdtempSync(join(tmpdir(), 'x-pack-comm-'));
+const g = await initGroup({ backend: 'gloo', rank: 0, worldSize: 1, initMethod: `file://${dir}`, timeoutMs: 10000 });
+try {
+  const sums = await g.allReduce(Float32Array.of(1, 2, 3), 'sum');
+  assert.deepEqual([...sums], [1, 2, 3], 'one-rank all-reduce');
+} finally {
+  g.dispose();
+}
+const maps = readFileSync('/proc/self/maps', 'utf8');
+const gloo = maps.split('\n').find((l) => l.includes('libgloo.so'));
+console.log('libgloo mapped from:', gloo?.trim().split(/\s+/).at(-1));
+assert.match(gloo ?? '', /node_modules\/@x\/comm\/prebuilds\/linux-x64\/libgloo\.so\.0/, 'libgloo from the tarball');
+console.log('pack-check: one-rank gloo all-reduce through the installed @x/comm tarball: ok');
 JS
 node check.mjs
