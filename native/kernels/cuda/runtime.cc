@@ -134,10 +134,8 @@ Status DeviceRuntime::init(int device) {
   X_RETURN_IF_ERROR(enter());
   d_->cuDeviceGetAttribute(&sms_, cuda::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
   d_->cuDeviceGetAttribute(&max_smem_optin_, cuda::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev);
-  int major = 0, l2 = 0;
+  int major = 0;
   d_->cuDeviceGetAttribute(&major, cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
-  d_->cuDeviceGetAttribute(&l2, cuda::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, dev);
-  l2_bytes_ = l2;
   const char* pdl_env = std::getenv("X_KERNELS_PDL");
   pdl_ = major >= 9 && d_->cuLaunchKernelEx != nullptr && !(pdl_env != nullptr && std::string(pdl_env) == "0");
   for (const Module& m : modules()) {

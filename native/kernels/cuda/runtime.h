@@ -40,8 +40,6 @@ class DeviceRuntime {
   // Blocks of `name` resident per multiprocessor at `block` threads and `smem` dynamic bytes (1 if
   // the driver cannot tell).
   int resident_blocks(const char* name, unsigned block, unsigned smem) const;
-  bool pdl() const { return pdl_; }
-  int64_t l2_bytes() const { return l2_bytes_; }
   // Device address of the ErrorWord kernels of this device report into.
   uint64_t error_word() const { return err_dev_; }
   // Enqueues: copy the error word into host memory, then clear it (stream order).
@@ -56,7 +54,6 @@ class DeviceRuntime {
   cuda::CUcontext ctx_ = nullptr;
   int sms_ = 0, max_smem_optin_ = 48 * 1024;
   bool pdl_ = false;
-  int64_t l2_bytes_ = 0;
   mutable std::mutex occ_mu_;
   mutable std::unordered_map<std::string, int> occupancy_;
   std::vector<cuda::CUmodule> modules_;

@@ -65,8 +65,8 @@ function overlaps(a: Tensor, b: Tensor): boolean {
  * neighbour saves a kernel launch and a round trip of the activations. Each value is rounded
  * where the separate ops (rmsNorm, matmul, rotaryEmbedding, siluAndMul) would store it, so the
  * result matches them up to summation order. On sm_90 it starts while the previous kernel of the
- * stream finishes (programmatic dependent launch), prefetching its first weights. CUDA only: on a
- * CPU stream compose rmsNorm, matmul and the row ops.
+ * stream drains (programmatic dependent launch), loading its first weights meanwhile. CUDA only:
+ * on a CPU stream compose rmsNorm, matmul and the row ops.
  */
 export function fusedLinear(
   stream: Stream,

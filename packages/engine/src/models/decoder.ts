@@ -272,9 +272,9 @@ export class DecoderModel {
     const rope = { headDim: c.headDim, rotaryDim: c.headDim, neox: this.spec.neoxRotary };
 
     if (allLogits === undefined && this.fusedFor(stream, t, options)) {
-      // A few tokens: per layer qkv (input norm, rotary, KV write) → attention → o (+= residual)
-      // → gate/up (post norm, SiLU-and-mul) → down (+= residual); the residual stream is updated
-      // in place by the linear layers, and lm_head normalizes its rows itself.
+      // FUSED_DECODE_MAX_TOKENS tokens at most: per layer qkv (input norm, rotary, KV write) →
+      // attention → o (+= residual) → gate/up (post norm, SiLU-and-mul) → down (+= residual); the
+      // residual stream is updated in place by the linear layers, lm_head normalizes its rows.
       embedding(stream, residual, this.#embed, ids);
       const c0 = {
         kind: 'rotaryKvCache' as const,
