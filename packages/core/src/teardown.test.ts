@@ -2,42 +2,13 @@
 // is terminated or calls process.exit while its streams still copy into its host buffers, and the
 // main thread exiting (process.exit or the end of the script) with work queued. Each case runs in a
 // child process whose exit code and signal are checked (a segfault shows as signal SIGSEGV).
-import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { type NodeChildResult, runNodeChild } from './testing.js';
 
 const entry = new URL('../dist/index.js', import.meta.url).href;
 
-interface ChildResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `source` as an ES module in a new Node process; SIGKILL after `timeoutMs`. */
-function runChild(source: string, timeoutMs = 60_000): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`child did not exit within ${timeoutMs} ms; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
-
 /** The last line of the child's stdout, parsed as JSON. */
-function report(r: ChildResult): Record<string, unknown> {
+function report(r: NodeChildResult): Record<string, unknown> {
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1] ?? 'null') as Record<string, unknown>;
 }
@@ -82,7 +53,7 @@ await s.synchronize({ timeoutMs: 10000 });
 console.log(JSON.stringify({ seen, fill: buf.bytes[7] }));
 `;
 
-function expectRounds(r: ChildResult, exitCode: number): void {
+function expectRounds(r: NodeChildResult, exitCode: number): void {
   expect({ signal: r.signal, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({
     signal: null,
     code: 0,
@@ -95,22 +66,22 @@ function expectRounds(r: ChildResult, exitCode: number): void {
 
 describe('teardown with CPU stream work in flight', () => {
   it('a worker that throws while its stream copies between its host buffers', async () => {
-    const r = await runChild(parentScript("throw new Error('boom');", ''));
+    const r = await runNodeChild(parentScript("throw new Error('boom');", ''));
     expectRounds(r, 1);
   });
 
   it('a worker terminated (worker.terminate()) mid-stream', async () => {
-    const r = await runChild(parentScript('setInterval(() => {}, 1000);', 'w.terminate();'));
+    const r = await runNodeChild(parentScript('setInterval(() => {}, 1000);', 'w.terminate();'));
     expectRounds(r, 1);
   });
 
   it('a worker that calls process.exit() with copies in flight', async () => {
-    const r = await runChild(parentScript('process.exit(5);', ''));
+    const r = await runNodeChild(parentScript('process.exit(5);', ''));
     expectRounds(r, 5);
   });
 
   it('process.exit() on the main thread while its streams and a worker still copy', async () => {
-    const r = await runChild(`
+    const r = await runNodeChild(`
 import { Worker } from 'node:worker_threads';
 const core = await import(${JSON.stringify(entry)});
 const s = core.Stream.create('cpu');
@@ -131,7 +102,7 @@ w.on('message', (m) => {
   });
 
   it('the main thread reaching its end with copies queued (environment teardown)', async () => {
-    const r = await runChild(`
+    const r = await runNodeChild(`
 const core = await import(${JSON.stringify(entry)});
 const s = core.Stream.create('cpu');
 const n = 64 << 20;
@@ -147,7 +118,7 @@ console.log(JSON.stringify({ inFlight: !e.query() }));
   });
 
   it('HostBuffer.dispose() while a copy runs into it: the copy finishes, queued ones fail', async () => {
-    const r = await runChild(`
+    const r = await runNodeChild(`
 const core = await import(${JSON.stringify(entry)});
 const s = core.Stream.create('cpu');
 const n = 256 << 20;

@@ -2,47 +2,19 @@
 // memory is unmapped only once no stream operation uses it, whichever of @x/core's and @x/cumem's
 // environment cleanups runs first. Each case runs in a child process whose exit code and signal
 // are checked (a segfault shows as signal SIGSEGV).
-import { spawn } from 'node:child_process';
+
+import { type NodeChildResult, runNodeChild } from '@x/core/testing';
 import { describe, expect, it } from 'vitest';
 
 const coreEntry = import.meta.resolve('@x/core');
 const cumemEntry = new URL('../dist/index.js', import.meta.url).href;
 
-interface ChildResult {
-  code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `source` as an ES module in a new Node process; SIGKILL after `timeoutMs`. */
-function runChild(source: string, timeoutMs = 60_000): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`child did not exit within ${timeoutMs} ms; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
-
-function lastJson(r: ChildResult): unknown {
+function lastJson(r: NodeChildResult): unknown {
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1] ?? 'null');
 }
 
-function expectClean(r: ChildResult, code = 0): void {
+function expectClean(r: NodeChildResult, code = 0): void {
   expect({ signal: r.signal, code: r.code, stderr: r.code === code ? '' : r.stderr }).toEqual({
     signal: null,
     code,
@@ -100,7 +72,7 @@ describe('allocator teardown with CPU stream work in flight', () => {
   for (const streamFirst of [true, false]) {
     for (const [name, end, onMessage, exitCode] of ends) {
       it(`a worker (stream created ${streamFirst ? 'before' : 'after'} the allocator) that ${name} mid-copy`, async () => {
-        const r = await runChild(parentScript(streamFirst, end, onMessage));
+        const r = await runNodeChild(parentScript(streamFirst, end, onMessage));
         expectClean(r);
         expect(lastJson(r)).toEqual(Array(3).fill({ inFlight: true, exitCode }));
       });
@@ -123,7 +95,7 @@ describe('allocator teardown with CPU stream work in flight', () => {
   }
 })();
 `;
-    const r = await runChild(`
+    const r = await runNodeChild(`
 import { Worker } from 'node:worker_threads';
 const codes = [];
 for (let i = 0; i < 3; i++) {
@@ -139,7 +111,7 @@ console.log(JSON.stringify(codes));
   });
 
   it('process.exit() on the main thread while copies between allocations run', async () => {
-    const r = await runChild(`
+    const r = await runNodeChild(`
 ${imports}
 const al = await Allocator.create({ device: 'cpu' });
 const s = core.Stream.create('cpu');
@@ -160,7 +132,7 @@ process.exit(9);
   // Sleep drains registered streams; an operation on a stream nobody registered is waited for
   // before the range is unmapped, and what is queued behind it fails as asleep.
   it('sleep while an unregistered stream copies into the tag: waits for the running copy', async () => {
-    const r = await runChild(`
+    const r = await runNodeChild(`
 ${imports}
 const al = await Allocator.create({ device: 'cpu' });
 const s = core.Stream.create('cpu'); // not registered
@@ -184,7 +156,7 @@ console.log(JSON.stringify({ err }));
   });
 
   it('free() of an allocation a copy is running into: the copy finishes, queued ones fail', async () => {
-    const r = await runChild(`
+    const r = await runNodeChild(`
 ${imports}
 const al = await Allocator.create({ device: 'cpu' });
 const s = core.Stream.create('cpu');

@@ -95,3 +95,14 @@ export function assertFinite(name: string, v: unknown): number {
     throw new InvalidArgumentError(name, 'a finite number', v);
   return v;
 }
+
+/** Whether the bytes spanned by `a` and `b` (first to last element, any strides) intersect. */
+export function tensorsOverlap(a: Tensor, b: Tensor): boolean {
+  const span = (t: Tensor): [bigint, bigint] => {
+    const last = t.shape.reduce((acc, d, i) => acc + (d - 1) * t.strides[i]!, 0);
+    return [t.ptr, t.ptr + BigInt((last + 1) * t.itemSize)];
+  };
+  const [a0, a1] = span(a);
+  const [b0, b1] = span(b);
+  return a0 < b1 && b0 < a1;
+}

@@ -1,5 +1,12 @@
 import { callNative, InvalidArgumentError, Stream, type Tensor } from '@x/core';
-import { assertFinite, assertPositiveInt, assertShape, assertTensor, contiguous } from './check.js';
+import {
+  assertFinite,
+  assertPositiveInt,
+  assertShape,
+  assertTensor,
+  contiguous,
+  tensorsOverlap,
+} from './check.js';
 import { GPU_DTYPES, gmat, sameDtype } from './cuda-check.js';
 import { gpuCacheLayout } from './cuda-elementwise.js';
 import { cudaNative, DTYPE_CODE } from './cuda-native.js';
@@ -43,18 +50,6 @@ export interface FusedLinearOptions {
 }
 
 const MODE = { store: 0, addToResidual: 1, siluAndMul: 2, rotaryKvCache: 3 } as const;
-
-function byteRange(t: Tensor): [bigint, bigint] {
-  const esize = BigInt(t.dtype === 'f32' || t.dtype === 'i32' ? 4 : t.dtype === 'i64' ? 8 : 2);
-  const last = t.shape.reduce((a, d, i) => a + (d - 1) * t.strides[i]!, 0);
-  return [t.ptr, t.ptr + (BigInt(last) + 1n) * esize];
-}
-
-function overlaps(a: Tensor, b: Tensor): boolean {
-  const [a0, a1] = byteRange(a);
-  const [b0, b1] = byteRange(b);
-  return a0 < b1 && b0 < a1;
-}
 
 /**
  * The linear layer of a decode step of 1..{@link FUSED_LINEAR_MAX_ROWS} tokens on CUDA, with its
@@ -123,7 +118,7 @@ export function fusedLinear(
   } else {
     assertShape('out', out, [m, rows]);
   }
-  if (overlaps(out, x) || overlaps(out, w)) {
+  if (tensorsOverlap(out, x) || tensorsOverlap(out, w)) {
     throw new InvalidArgumentError('out', 'a tensor that does not overlap x or w', out.toString());
   }
   const params: Record<string, unknown> = {

@@ -1,5 +1,5 @@
 import { callNative, InvalidArgumentError, type Stream, type Tensor } from '@x/core';
-import { assertTensor, contiguous } from './check.js';
+import { assertTensor, contiguous, tensorsOverlap } from './check.js';
 import { isCudaStream } from './cuda-check.js';
 import { cudaNative } from './cuda-native.js';
 
@@ -52,9 +52,7 @@ export function indexCopy(
     }
     seen.add(di[k]!);
   }
-  const dstEnd = dst.ptr + BigInt(dst.numel * 4);
-  const srcEnd = src.ptr + BigInt(src.numel * 4);
-  if (dst.ptr < srcEnd && src.ptr < dstEnd) {
+  if (tensorsOverlap(dst, src)) {
     throw new InvalidArgumentError(
       'dst',
       'memory that does not overlap src',

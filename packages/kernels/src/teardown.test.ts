@@ -2,35 +2,12 @@
 // running kernel returned (the binding enqueues kernels with the ranges they touch), kernels queued
 // behind are dropped, and the addon (whose thread pool outlives the worker) stays loaded. Each case
 // runs in a child process whose exit code and signal are checked (a segfault shows as SIGSEGV).
-import { spawn } from 'node:child_process';
+
+import { runNodeChild } from '@x/core/testing';
 import { describe, expect, it } from 'vitest';
 
 const coreEntry = import.meta.resolve('@x/core');
 const kernelsEntry = new URL('../dist/index.js', import.meta.url).href;
-
-function runChild(
-  source: string,
-  timeoutMs = 60_000,
-): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`child did not exit within ${timeoutMs} ms; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
 
 // A worker enqueues 40 matmuls (256 x 1024 · 1024 x 1024, f32) on host buffers, reports whether
 // they are still running, then ends the way `end` says.
@@ -74,7 +51,7 @@ describe('kernels in flight at worker teardown', () => {
     ['is terminated', 'setInterval(() => {}, 1000);', 'w.terminate();'],
   ] as const) {
     it(`a worker that ${name} while its matmuls run`, async () => {
-      const r = await runChild(parentScript(end, onMessage));
+      const r = await runNodeChild(parentScript(end, onMessage));
       expect({ signal: r.signal, code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({
         signal: null,
         code: 0,
