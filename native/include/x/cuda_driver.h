@@ -46,6 +46,7 @@ constexpr int CU_STREAM_CAPTURE_STATUS_INVALIDATED = 2;
 // CUfunction_attribute: a kernel's static shared memory; raising its dynamic limit above 48 KiB.
 constexpr int CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1;
 constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+constexpr int CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
 
 constexpr unsigned CU_STREAM_NON_BLOCKING = 0x1;
 constexpr unsigned CU_EVENT_DEFAULT = 0x0;

@@ -83,6 +83,14 @@ namespace {
 constexpr int kPrefillRows = 64, kKeyTile = 64;
 unsigned prefill_smem(int hd) { return static_cast<unsigned>(kPrefillRows * hd * 2 + 2 * 2 * kKeyTile * hd * 2); }
 unsigned decode_smem(int hd) { return static_cast<unsigned>(16 * hd * 2 + 3 * 2 * kKeyTile * hd * 2); }
+// Tuning knobs (read once, for benchmarks): a non-negative integer from the environment.
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  return end != nullptr && *end == '\0' && n >= 0 ? n : fallback;
+}
 uint64_t partial_bytes(const xk::AttnArgs& a, int splits) {
   const uint64_t rows = static_cast<uint64_t>(a.tokens) * a.num_heads * splits;
   return (rows * a.head_dim * 4 + 255) / 256 * 256 + rows * 2 * 4;
@@ -113,7 +121,10 @@ AttnPlan plan_attention(const DeviceRuntime& rt, const xk::AttnArgs& a, int64_t 
   const int64_t cap = int64_t{a.max_blocks} * a.block_size;
   const int64_t ctx = std::max<int64_t>(1, max_ctx > 0 ? std::min(max_ctx, cap) : cap);
   // A batch that leaves most multiprocessors idle splits down to one key tile per block.
+  // (X_ATTN_SPLIT_KEYS, a multiple of 64, overrides the shortest split: a tuning knob.)
+  static const int64_t split_keys = env_int("X_ATTN_SPLIT_KEYS", 0);
   p.min_split_keys = blocks * 4 <= rt.multiprocessors() ? kKeyTile : 256;
+  if (split_keys > 0 && split_keys % kKeyTile == 0) p.min_split_keys = static_cast<int32_t>(split_keys);
   const int64_t most = std::min<int64_t>((ctx + p.min_split_keys - 1) / p.min_split_keys, 64);
   int splits = static_cast<int>(std::clamp<int64_t>((2 * resident + blocks - 1) / blocks, 1, std::max<int64_t>(1, most)));
   auto fullness = [&](int64_t s) {
@@ -171,19 +182,9 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
              {128}, 0, &a, true);
 }
 
-namespace {
-// Tuning knobs of the small-batch linear (read once, for benchmarks): X_GEMV_BLOCKS_PER_SM caps
-// the resident blocks per multiprocessor the persistent grid uses; X_GEMV_SPLIT forces the warps
-// per unit (1, 2, 4, 8); X_GEMV_PRELOAD=0 turns off loading the first weights before the wait for
-// the previous kernel.
-int64_t env_int(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return fallback;
-  char* end = nullptr;
-  const long long n = std::strtoll(v, &end, 10);
-  return end != nullptr && *end == '\0' && n >= 0 ? n : fallback;
-}
-}  // namespace
+// Tuning knobs of the small-batch linear: X_GEMV_BLOCKS_PER_SM caps the resident blocks per
+// multiprocessor the persistent grid uses; X_GEMV_SPLIT forces the warps per unit (1, 2, 4, 8);
+// X_GEMV_PRELOAD=0 turns off loading the first weights before the wait for the previous kernel.
 
 Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::GemvArgs a) {
   auto where = [](const std::string& m) { return Status::Invalid("fusedLinear: " + m); };

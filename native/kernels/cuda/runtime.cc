@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <utility>
+#include <vector>
 
 namespace x::kernels::gpu {
 
@@ -138,6 +140,21 @@ Status DeviceRuntime::init(int device) {
   d_->cuDeviceGetAttribute(&major, cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
   const char* pdl_env = std::getenv("X_KERNELS_PDL");
   pdl_ = major >= 9 && d_->cuLaunchKernelEx != nullptr && !(pdl_env != nullptr && std::string(pdl_env) == "0");
+  // X_KERNELS_CARVEOUT="<name prefix>=<percent>,..." (a tuning knob): the preferred shared-memory
+  // carveout of the kernels whose names start with a prefix, in percent of the maximum.
+  std::vector<std::pair<std::string, int>> carveouts;
+  if (const char* env = std::getenv("X_KERNELS_CARVEOUT")) {
+    std::string spec(env);
+    size_t at = 0;
+    while (at < spec.size()) {
+      size_t comma = spec.find(',', at);
+      if (comma == std::string::npos) comma = spec.size();
+      const std::string item = spec.substr(at, comma - at);
+      const size_t eq = item.find('=');
+      if (eq != std::string::npos) carveouts.emplace_back(item.substr(0, eq), std::atoi(item.c_str() + eq + 1));
+      at = comma + 1;
+    }
+  }
   for (const Module& m : modules()) {
     cuda::CUmodule mod = nullptr;
     X_RETURN_IF_ERROR(cuda_status(d_->cuModuleLoadData(&mod, m.image), "cuModuleLoadData(@x/kernels)"));
@@ -150,6 +167,11 @@ Status DeviceRuntime::init(int device) {
         return st;
       }
       fns_[name] = f;
+      for (const auto& [prefix, percent] : carveouts) {
+        if (std::string(name).rfind(prefix, 0) == 0 && d_->cuFuncSetAttribute != nullptr) {
+          d_->cuFuncSetAttribute(f, cuda::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, percent);
+        }
+      }
     }
     for (const char* name : m.big_smem) {
       if (d_->cuFuncSetAttribute == nullptr) {

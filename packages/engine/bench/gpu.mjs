@@ -375,11 +375,14 @@ async function section(name, fn) {
 
 if (process.env.BENCH_PROFILE === '1') {
   // A quick comparison (short device runs, tuning knobs in the environment): only the batch-1
-  // decode graph's replay, fused, unfused, and fused with split-KV merged by the last split.
+  // decode graph's replay, fused, unfused, and fused with split-KV merged by the last split, then
+  // the fused linear layers alone (a kernel timeline of each: tools/cupti-trace).
   console.log(`profile: replay ${replayMs(1, CTX + 40).toFixed(3)} ms fused`);
   console.log(`profile: replay ${replayMs(1, CTX + 40, { fused: false }).toFixed(3)} ms unfused`);
   const merged = replayMs(1, CTX + 40, { counters: true });
   console.log(`profile: replay ${merged.toFixed(3)} ms fused, split-KV merged by the last split`);
+  const linears = gemmsOnlyMs(1, { fused: true });
+  console.log(`profile: linear layers alone ${linears.toFixed(3)} ms fused`);
   process.exit(0);
 }
 

@@ -281,8 +281,15 @@ await section('silu/embedding', async () => {
 });
 
 // ---- decode attention ----
-async function decodeCase(batch, ctx, { nq = 32, nk = 8, hd = 128, bs = 16, target = 0.8 } = {}) {
-  const maxBlocks = Math.ceil(ctx / bs);
+// `plannedCtx` > ctx plans the splits for a longer context than the call has (as the engine's
+// captured decode graphs do); `graph` times back-to-back calls in a CUDA graph (latency: PDL edges,
+// no launch overhead) instead of eager launches.
+async function decodeCase(
+  batch,
+  ctx,
+  { nq = 32, nk = 8, hd = 128, bs = 16, target = 0.8, plannedCtx = ctx, graph = false } = {},
+) {
+  const maxBlocks = Math.ceil(plannedCtx / bs);
   const numBlocks = batch * maxBlocks;
   const kc = randomize(tensor('bf16', [numBlocks, bs, nk, hd], 'kv_cache'));
   const vc = randomize(tensor('bf16', [numBlocks, bs, nk, hd], 'kv_cache'));
@@ -313,11 +320,12 @@ async function decodeCase(batch, ctx, { nq = 32, nk = 8, hd = 128, bs = 16, targ
   });
   const ws = tensor('u8', [Math.max(256, wsBytes)]);
   const bytes = 2 * batch * ctx * nk * hd * 2 + 2 * batch * nq * hd * 2;
+  const call = () => pagedAttention(s, out, q, kc, vc, { ...meta, workspace: ws });
   memBound(
-    'decode attention',
-    `${batch}×${ctx} ctx, 32/8 heads`,
+    graph ? 'decode attention (graph)' : 'decode attention',
+    `${batch}×${ctx} ctx${plannedCtx > ctx ? ` (planned ${plannedCtx})` : ''}, 32/8 heads`,
     bytes,
-    timeIt(() => pagedAttention(s, out, q, kc, vc, { ...meta, workspace: ws }), 20),
+    graph ? timeGraph(call, 20) : timeIt(call, 20),
     target,
   );
   freeAll();
@@ -326,6 +334,10 @@ await section('decode 64x2k', () => decodeCase(64, 2048));
 await section('decode 256x2k', () => decodeCase(256, 2048));
 await section('decode 8x32k', () => decodeCase(8, 32768));
 await section('decode 1x4k', () => decodeCase(1, 4096, { target: 0 }));
+// The engine's batch-1 decode step (context ~300 in a graph planned for 1088): latency, not bandwidth.
+await section('decode 1x296 graph', () =>
+  decodeCase(1, 296, { target: 0, plannedCtx: 1088, graph: true }),
+);
 
 // ---- GEMMs: tensor-core ceiling, then Llama-3.1-8B shapes vs torch.matmul ----
 const gemmWs = tensor('u8', [MATMUL_WORKSPACE_BYTES], 'meta');

@@ -3,7 +3,8 @@
 // siluAndMul, the residual add — on random inputs, 1..4 rows, bf16 and f16, odd output counts, bias,
 // f32 logits; the CPU matmul as a second reference; outputs poisoned first so unwritten elements
 // fail. Then a decode layer of fused ops (programmatic dependent launch between them on sm_90)
-// captured in a CUDA graph replays to exactly its eager bits.
+// captured in a CUDA graph replays to exactly its eager bits, and decode attention launched right
+// behind the qkv projection sees the key that projection wrote.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CudaGraph } from '../../../core/dist/index.js';
@@ -13,6 +14,8 @@ import {
   fusedLinear,
   MATMUL_WORKSPACE_BYTES,
   matmul,
+  pagedAttention,
+  pagedAttentionWorkspaceBytes,
   rmsNorm,
   ropeCosSinCache,
   rotaryEmbedding,
@@ -21,6 +24,7 @@ import {
 import {
   assertClose,
   CpuArena,
+  DEV,
   decode,
   encode,
   GpuArena,
@@ -234,6 +238,108 @@ describe('fusedLinear on CUDA', () => {
       );
     });
   }
+
+  it('decode attention right behind the qkv projection sees the key that projection wrote', async () => {
+    // Decode attention launches behind the projection (programmatic dependent launch) and may
+    // start before it ends; this step's key comes from that projection. The slots of this and
+    // later steps hold NaN until the projection writes them, so a key read before the wait shows
+    // as NaN or as a difference from the same attention run again once everything has finished.
+    const dtype = 'bf16';
+    const rand = rng(11);
+    const [H, nq, nk, hd, bs, blocks, ctx0] = SMALL
+      ? [256, 4, 2, 64, 16, 8, 40]
+      : [4096, 32, 8, 128, 16, 64, 299];
+    const R = (nq + 2 * nk) * hd;
+    const norm = (await up(dtype, [H], rand, 0.5, 1.5, { tag: 'weights' })).t;
+    const wqkv = (await up(dtype, [R, H], rand, -0.05, 0.05, { tag: 'weights' })).t;
+    const maxPos = blocks * bs;
+    const cs = await gpu.upload(
+      'f32',
+      [maxPos, hd],
+      ropeCosSinCache({ rotaryDim: hd, theta: 10000, maxPositions: maxPos }),
+      { tag: 'weights' },
+    );
+    const slotsPer = nk * hd;
+    const cacheBits = () => {
+      const bits = encode(dtype, randomF32(blocks * bs * slotsPer, rand));
+      bits.fill(0x7fc0, ctx0 * slotsPer); // NaN from this step's slot on
+      return bits;
+    };
+    const kc = await gpu.upload(dtype, [blocks, bs, nk, hd], cacheBits(), { tag: 'kv_cache' });
+    const vc = await gpu.upload(dtype, [blocks, bs, nk, hd], cacheBits(), { tag: 'kv_cache' });
+    const x = await gpu.upload(dtype, [1, H], encode(dtype, randomF32(H, rand)));
+    const qkv = gpu.tensor(dtype, [1, R]);
+    const out = gpu.tensor(dtype, [1, nq * hd]);
+    const pos = gpu.tensor('i32', [1], { tag: 'meta' });
+    const slot = gpu.tensor('i64', [1], { tag: 'meta' });
+    const seqLens = gpu.tensor('i32', [1], { tag: 'meta' });
+    const meta = {
+      blockTables: await gpu.upload(
+        'i32',
+        [1, blocks],
+        Int32Array.from({ length: blocks }, (_, j) => j),
+        {
+          tag: 'meta',
+        },
+      ),
+      seqLens,
+      queryStartLoc: await gpu.upload('i32', [2], Int32Array.from([0, 1]), { tag: 'meta' }),
+      scale: 1 / Math.sqrt(hd),
+      maxSeqLen: maxPos,
+      decode: true,
+    };
+    const wsBytes = pagedAttentionWorkspaceBytes(DEV, {
+      numHeads: nq,
+      numKvHeads: nk,
+      headDim: hd,
+      blockSize: bs,
+      maxBlocks: blocks,
+      maxTokens: 1,
+    });
+    const attnWs = gpu.tensor('u8', [Math.max(256, wsBytes)]);
+    const attend = () =>
+      pagedAttention(gpu.stream, out, qkv.slice(1, 0, nq * hd), kc, vc, {
+        ...meta,
+        workspace: attnWs,
+      });
+    for (let step = 0; step < 8; step++) {
+      const p = ctx0 + step;
+      await gpu.write(pos, Int32Array.from([p]));
+      await gpu.write(slot, BigInt64Array.from([BigInt(p)]));
+      await gpu.write(seqLens, Int32Array.from([p + 1]));
+      gpu.poison(out);
+      fusedLinear(gpu.stream, qkv, x, wqkv, {
+        norm: { weight: norm, eps },
+        epilogue: {
+          kind: 'rotaryKvCache',
+          positions: pos,
+          cosSinCache: cs,
+          headDim: hd,
+          numHeads: nq,
+          numKvHeads: nk,
+          neox: true,
+          kCache: kc,
+          vCache: vc,
+          slotMapping: slot,
+        },
+      });
+      attend();
+      const behind = await gpu.read(out);
+      await checkKernelErrors(gpu.stream);
+      gpu.poison(out);
+      attend();
+      const settled = await gpu.read(out);
+      assert.ok(
+        decode(dtype, behind).every(Number.isFinite),
+        `step ${step}: attention output finite`,
+      );
+      assert.deepEqual(
+        behind,
+        settled,
+        `step ${step}: attention behind the projection = attention after it`,
+      );
+    }
+  });
 
   it('a decode layer of fused ops in a CUDA graph replays to its eager bits (PDL edges captured)', async () => {
     const dtype = 'bf16';
