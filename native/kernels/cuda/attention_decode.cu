@@ -280,7 +280,7 @@ __device__ void combine_impl(const AttnArgs& a) {
   const int64_t row = static_cast<int64_t>(t) * a.num_heads + h;
   const float* ml = reinterpret_cast<const float*>(a.part_ml) + row * a.splits * 2;
   const float* po = reinterpret_cast<const float*>(a.part_o) + row * a.splits * a.head_dim;
-  const int d0 = threadIdx.x;
+  const int d0 = threadIdx.x;  // one thread per output element: the host launches 128 ≥ head_dim
   float early[kEarly];
 #pragma unroll
   for (int s = 0; s < kEarly; s++) early[s] = s < n && d0 < a.head_dim ? po[s * a.head_dim + d0] : 0.0f;
@@ -302,20 +302,14 @@ __device__ void combine_impl(const AttnArgs& a) {
   }
   __syncthreads();
   T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + h * a.head_dim;
+  if (d0 >= a.head_dim) return;
   const float total = s_total;  // 0 when no split saw a key (bad metadata): 0/0 = NaN, as intended
-  for (int d = d0; d < a.head_dim; d += blockDim.x) {
-    float acc = 0.0f;
-    if (d == d0) {
+  float acc = 0.0f;
 #pragma unroll
-      for (int s = 0; s < kEarly; s++) acc += s < n ? s_w[s] * early[s] : 0.0f;
-    } else {
-#pragma unroll
-      for (int s = 0; s < kEarly; s++) acc += s < n ? s_w[s] * po[s * a.head_dim + d] : 0.0f;
-    }
+  for (int s = 0; s < kEarly; s++) acc += s < n ? s_w[s] * early[s] : 0.0f;
 #pragma unroll 8
-    for (int s = kEarly; s < n; s++) acc += s_w[s] * po[s * a.head_dim + d];
-    out[d] = from_f<T>(acc / total);
-  }
+  for (int s = kEarly; s < n; s++) acc += s_w[s] * po[s * a.head_dim + d0];
+  out[d0] = from_f<T>(acc / total);
 }
 
 template <typename T>

@@ -4,14 +4,13 @@
 // read back in between — through batch reorderings, rows leaving and joining, a mixed prefill +
 // decode step, steps that read logits back (they wait for the steps in flight), and a sampler that
 // grows mid-pipeline. Feedback that names no sampled row is a typed error.
-import { InvalidArgumentError, Stream } from '@x/core';
+import { InvalidArgumentError } from '@x/core';
 import { Allocator } from '@x/cumem';
 import type { SamplingRow } from '@x/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ExecuteOptions, type ExecuteResult, ModelRunner } from './model-runner.js';
-import { randomWeights } from './models/random-weights.js';
+import type { ExecuteOptions, ExecuteResult, ModelRunner } from './model-runner.js';
 import type { SequenceStep } from './models/step-inputs.js';
-import { TINY_LLAMA_CONFIG } from './test-util.js';
+import { TINY_LLAMA_CONFIG, tinyCpuRunner } from './test-util.js';
 
 const config = TINY_LLAMA_CONFIG;
 const BLOCK = 8;
@@ -25,27 +24,8 @@ afterAll(async () => {
   await allocator.dispose();
 });
 
-async function setup() {
-  const weights = await randomWeights(config, { allocator, seed: 21 });
-  const stream = Stream.create('cpu');
-  const runner = await ModelRunner.create({
-    config,
-    weights,
-    allocator,
-    stream,
-    numKvBlocks: 8 * PER_SEQ,
-    blockSize: BLOCK,
-    maxModelLen: 96,
-  });
-  return {
-    runner,
-    async dispose() {
-      await runner.dispose();
-      weights.dispose();
-      stream.dispose();
-    },
-  };
-}
+const setup = () =>
+  tinyCpuRunner(allocator, { seed: 21, numKvBlocks: 8 * PER_SEQ, blockSize: BLOCK });
 
 const prompts = [5, 9, 3, 12, 7, 4].map((len, s) =>
   Array.from({ length: len }, (_, j) => 3 + ((s * 17 + j * 29) % 95)),

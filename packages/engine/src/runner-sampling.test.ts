@@ -5,11 +5,10 @@ import { Allocator } from '@x/cumem';
 import { type SamplingRow, sample } from '@x/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { weightDType } from './load-model.js';
-import { graphBuckets, ModelRunner } from './model-runner.js';
-import { randomWeights } from './models/random-weights.js';
+import { graphBuckets } from './model-runner.js';
 import { stageInputs } from './models/step-inputs.js';
 import { Workspace } from './models/workspace.js';
-import { TINY_LLAMA_CONFIG } from './test-util.js';
+import { TINY_LLAMA_CONFIG, tinyCpuRunner } from './test-util.js';
 
 const config = TINY_LLAMA_CONFIG;
 
@@ -21,27 +20,7 @@ afterAll(async () => {
   await allocator.dispose();
 });
 
-async function setup() {
-  const weights = await randomWeights(config, { allocator, seed: 5 });
-  const stream = Stream.create('cpu');
-  const runner = await ModelRunner.create({
-    config,
-    weights,
-    allocator,
-    stream,
-    numKvBlocks: 12,
-    blockSize: 8,
-    maxModelLen: 96,
-  });
-  return {
-    runner,
-    async dispose() {
-      await runner.dispose();
-      weights.dispose();
-      stream.dispose();
-    },
-  };
-}
+const setup = () => tinyCpuRunner(allocator, { seed: 5, numKvBlocks: 12, blockSize: 8 });
 
 /** The reference: the kernels' sampler over logits read back to the host. */
 async function sampleOnHost(logits: Float32Array, rows: SamplingRow[]) {

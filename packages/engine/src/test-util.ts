@@ -2,7 +2,11 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Stream } from '@x/core';
+import type { Allocator } from '@x/cumem';
 import type { ModelConfig } from './config.js';
+import { ModelRunner } from './model-runner.js';
+import { randomWeights } from './models/random-weights.js';
 
 /** packages/engine/fixtures (tiny checkpoints made by scripts/make_fixtures.py). */
 export const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../fixtures');
@@ -45,3 +49,33 @@ export const TINY_LLAMA_CONFIG: ModelConfig = {
   bosTokenId: 1,
   eosTokenIds: [2],
 };
+
+/**
+ * A ModelRunner over random weights of {@link TINY_LLAMA_CONFIG} on the CPU (its own stream), and
+ * how to tear it down.
+ */
+export async function tinyCpuRunner(
+  allocator: Allocator,
+  opts: { seed: number; numKvBlocks: number; blockSize: number; maxModelLen?: number },
+): Promise<{ runner: ModelRunner; dispose(): Promise<void> }> {
+  const config = TINY_LLAMA_CONFIG;
+  const weights = await randomWeights(config, { allocator, seed: opts.seed });
+  const stream = Stream.create('cpu');
+  const runner = await ModelRunner.create({
+    config,
+    weights,
+    allocator,
+    stream,
+    numKvBlocks: opts.numKvBlocks,
+    blockSize: opts.blockSize,
+    maxModelLen: opts.maxModelLen ?? 96,
+  });
+  return {
+    runner,
+    async dispose() {
+      await runner.dispose();
+      weights.dispose();
+      stream.dispose();
+    },
+  };
+}

@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import { Stream } from '@x/core';
 import { Allocator } from '@x/cumem';
+import type { ModelConfig } from '../config.js';
 import { loadModel } from '../load-model.js';
 import { ModelRunner } from '../model-runner.js';
 import { FIXTURES } from '../test-util.js';
@@ -80,71 +81,70 @@ export async function startTestEngine(config: EngineConfig = {}): Promise<TestEn
   return { ...engine, batches, submit, run: submit };
 }
 
+/** A CPU ModelRunner over the checkpoint in `dir` (64 KV blocks, 512 tokens) for `fn`, then torn down. */
+async function withReferenceRunner<R>(
+  dir: string,
+  fn: (runner: ModelRunner, config: ModelConfig, blocks: number[]) => Promise<R>,
+): Promise<R> {
+  const allocator = await Allocator.create({ device: 'cpu' });
+  const model = await loadModel(dir, { allocator, onProgress: () => undefined });
+  const stream = Stream.create('cpu');
+  const runner = await ModelRunner.create({
+    config: model.config,
+    weights: model.weights,
+    allocator,
+    stream,
+    numKvBlocks: 64,
+    maxModelLen: 512,
+  });
+  try {
+    return await fn(
+      runner,
+      model.config,
+      Array.from({ length: 32 }, (_, i) => i),
+    );
+  } finally {
+    await runner.dispose();
+    stream.dispose();
+    model.dispose();
+    await allocator.dispose();
+  }
+}
+
 /** Greedy tokens straight from a ModelRunner (no scheduler, no sampler): the reference. */
-export async function referenceGreedy(
+export function referenceGreedy(
   dir: string,
   prompt: readonly number[],
   maxTokens: number,
 ): Promise<number[]> {
-  const allocator = await Allocator.create({ device: 'cpu' });
-  const model = await loadModel(dir, { allocator, onProgress: () => undefined });
-  const stream = Stream.create('cpu');
-  const runner = await ModelRunner.create({
-    config: model.config,
-    weights: model.weights,
-    allocator,
-    stream,
-    numKvBlocks: 64,
-    maxModelLen: 512,
+  return withReferenceRunner(dir, async (runner, config, blocks) => {
+    const out: number[] = [];
+    const v = config.vocabSize;
+    let { logits } = await runner.execute([
+      { tokens: prompt, blockTable: blocks, contextLength: prompt.length },
+    ]);
+    while (out.length < maxTokens) {
+      let best = 0;
+      for (let i = 1; i < v; i++) if (logits[i]! > logits[best]!) best = i;
+      out.push(best);
+      if (config.eosTokenIds.includes(best) || out.length === maxTokens) break;
+      ({ logits } = await runner.execute([
+        { tokens: [best], blockTable: blocks, contextLength: prompt.length + out.length },
+      ]));
+    }
+    return out;
   });
-  const blocks = Array.from({ length: 32 }, (_, i) => i);
-  const out: number[] = [];
-  const v = model.config.vocabSize;
-  let { logits } = await runner.execute([
-    { tokens: prompt, blockTable: blocks, contextLength: prompt.length },
-  ]);
-  while (out.length < maxTokens) {
-    let best = 0;
-    for (let i = 1; i < v; i++) if (logits[i]! > logits[best]!) best = i;
-    out.push(best);
-    if (model.config.eosTokenIds.includes(best) || out.length === maxTokens) break;
-    ({ logits } = await runner.execute([
-      { tokens: [best], blockTable: blocks, contextLength: prompt.length + out.length },
-    ]));
-  }
-  await runner.dispose();
-  stream.dispose();
-  model.dispose();
-  await allocator.dispose();
-  return out;
 }
 
 /** Logits after every prompt token, from one full pass of a ModelRunner ([T, V]). */
-export async function referenceLogits(
-  dir: string,
-  prompt: readonly number[],
-): Promise<Float32Array> {
-  const allocator = await Allocator.create({ device: 'cpu' });
-  const model = await loadModel(dir, { allocator, onProgress: () => undefined });
-  const stream = Stream.create('cpu');
-  const runner = await ModelRunner.create({
-    config: model.config,
-    weights: model.weights,
-    allocator,
-    stream,
-    numKvBlocks: 64,
-    maxModelLen: 512,
+export function referenceLogits(dir: string, prompt: readonly number[]): Promise<Float32Array> {
+  return withReferenceRunner(dir, async (runner, _config, blocks) => {
+    const { allLogits } = await runner.execute(
+      [{ tokens: prompt, blockTable: blocks, contextLength: prompt.length }],
+      { allLogits: true },
+    );
+    return allLogits!;
   });
-  const blocks = Array.from({ length: 32 }, (_, i) => i);
-  const { allLogits } = await runner.execute(
-    [{ tokens: prompt, blockTable: blocks, contextLength: prompt.length }],
-    { allLogits: true },
-  );
-  await runner.dispose();
-  stream.dispose();
-  model.dispose();
-  await allocator.dispose();
-  return allLogits!;
 }
 
 /** Prompt token ids 3.. spread over the vocabulary (no bos/eos), distinct per `seed`. */

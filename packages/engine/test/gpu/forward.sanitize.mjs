@@ -13,7 +13,7 @@ import { loadModelConfig } from '../../src/config.ts';
 import { ModelRunner } from '../../src/model-runner.ts';
 import { randomWeights } from '../../src/models/random-weights.ts';
 import { loadWeights } from '../../src/weights.ts';
-import { DEV, FIXTURES } from './util.mjs';
+import { DEV, FIXTURES, RANDOM_HD128 } from './util.mjs';
 
 const allocator = await Allocator.create({ device: DEV });
 
@@ -94,28 +94,8 @@ for (const [name, dtype] of [
   weights.dispose();
 }
 
-const hd128 = {
-  architecture: 'LlamaForCausalLM',
-  hiddenSize: 512,
-  intermediateSize: 1024,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 128,
-  vocabSize: 1000,
-  rmsNormEps: 1e-5,
-  ropeTheta: 500000,
-  ropeScaling: null,
-  maxPositionEmbeddings: 1024,
-  tieWordEmbeddings: false,
-  attentionBias: false,
-  qkNorm: false,
-  dtype: 'bf16',
-  bosTokenId: 1,
-  eosTokenIds: [2],
-};
-const weights = await randomWeights(hd128, { allocator, seed: 4, dtype: 'bf16' });
-await exercise('random hd128 bf16, 300-token context', hd128, weights, {
+const weights = await randomWeights(RANDOM_HD128, { allocator, seed: 4, dtype: 'bf16' });
+await exercise('random hd128 bf16, 300-token context', RANDOM_HD128, weights, {
   lengths: [300, 9, 40],
   maxModelLen: 512,
   enforceEager: false,

@@ -19,28 +19,9 @@ import { checkKernelErrors } from '@x/kernels';
 import { ModelRunner } from '../../src/model-runner.ts';
 import { randomWeights } from '../../src/models/random-weights.ts';
 import { Worker } from '../../src/serving/worker.ts';
-import { DEV, record, sameBits } from './util.mjs';
+import { DEV, RANDOM_HD128, record, sameBits } from './util.mjs';
 
-const config = {
-  architecture: 'LlamaForCausalLM',
-  hiddenSize: 512,
-  intermediateSize: 1024,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 128,
-  vocabSize: 1000,
-  rmsNormEps: 1e-5,
-  ropeTheta: 500000,
-  ropeScaling: null,
-  maxPositionEmbeddings: 1024,
-  tieWordEmbeddings: false,
-  attentionBias: false,
-  qkNorm: false,
-  dtype: 'bf16',
-  bosTokenId: 1,
-  eosTokenIds: [2],
-};
+const config = RANDOM_HD128;
 const BLOCK = 16;
 const MAX_LEN = 512;
 const PER_SEQ = MAX_LEN / BLOCK;

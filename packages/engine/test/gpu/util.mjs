@@ -11,6 +11,28 @@ export const REFERENCE = `${ENGINE}test/gpu/reference.json`;
 /** Logit tolerances, relative to max |logit| of the reference. */
 export const TOL = { bf16: 3e-2, f16: 1e-2 };
 
+/** A small Llama-shaped config with the 8B's head size (128) for checks on random weights. */
+export const RANDOM_HD128 = {
+  architecture: 'LlamaForCausalLM',
+  hiddenSize: 512,
+  intermediateSize: 1024,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 128,
+  vocabSize: 1000,
+  rmsNormEps: 1e-5,
+  ropeTheta: 500000,
+  ropeScaling: null,
+  maxPositionEmbeddings: 1024,
+  tieWordEmbeddings: false,
+  attentionBias: false,
+  qkNorm: false,
+  dtype: 'bf16',
+  bosTokenId: 1,
+  eosTokenIds: [2],
+};
+
 /** max |got − want| / max |want|; Infinity when got holds a NaN. */
 export function relErr(got, want) {
   let err = 0;
