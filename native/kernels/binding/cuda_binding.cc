@@ -385,7 +385,7 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
   a.rows = static_cast<int32_t>(logits.rows);
   a.num_top = static_cast<int32_t>(i64(o, "numTop"));
   const int64_t b = logits.rows, vocab = logits.cols;
-  a.work = buffer(env, c, o, "work", static_cast<uint64_t>(b) * vocab * 8);
+  a.work = buffer(env, c, o, "work", gpu::sample_workspace_bytes(b, vocab));
   a.sampled = buffer(env, c, o, "sampled", b * 4);
   a.sampled_logprob = buffer(env, c, o, "sampledLogprob", b * 4);
   a.sampled_rank = buffer(env, c, o, "sampledRank", b * 4);

@@ -245,10 +245,27 @@ Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::Gem
   return run(rt, s, name, {static_cast<unsigned>(blocks)}, {kThreads}, static_cast<unsigned>(smem), &a, true);
 }
 
+uint64_t sample_stats_offset(int64_t rows, int64_t vocab) {
+  return (static_cast<uint64_t>(rows) * vocab * 8 + 15) / 16 * 16;
+}
+uint64_t sample_workspace_bytes(int64_t rows, int64_t vocab) {
+  const int64_t chunks = (vocab + xk::kSampleChunk - 1) / xk::kSampleChunk;
+  return sample_stats_offset(rows, vocab) + static_cast<uint64_t>(rows) * chunks * sizeof(xk::SampleChunkStats);
+}
+
 Status launch_sample(const DeviceRuntime& rt, cuda::CUstream s, const xk::SampleArgs& a) {
+  if (a.rows < 1 || a.rows > 65535) {
+    return Status::Invalid("sample: " + std::to_string(a.rows) + " rows; expected 1..65535 per call");
+  }
   xk::SampleArgs args = a;
-  const char* name = a.logits_dtype == xk::kF32 ? "x_sample_f32" : a.logits_dtype == xk::kF16 ? "x_sample_f16" : "x_sample_bf16";
-  return run(rt, s, name, {static_cast<unsigned>(a.rows)}, {512}, 0, &args);
+  args.chunks = static_cast<int32_t>((a.vocab + xk::kSampleChunk - 1) / xk::kSampleChunk);
+  args.stats = a.work + sample_stats_offset(a.rows, a.vocab);
+  const char* sfx = a.logits_dtype == xk::kF32 ? "f32" : a.logits_dtype == xk::kF16 ? "f16" : "bf16";
+  // The chunk statistics over many blocks, then one block per row (which reads its parameters
+  // while the statistics run: programmatic dependent launch).
+  X_RETURN_IF_ERROR(run(rt, s, std::string("x_sample_stats_") + sfx,
+                        {static_cast<unsigned>(args.chunks), static_cast<unsigned>(a.rows)}, {256}, 0, &args));
+  return run(rt, s, std::string("x_sample_") + sfx, {static_cast<unsigned>(a.rows)}, {512}, 0, &args, true);
 }
 
 std::string describe_error(const xk::ErrorWord& e) {

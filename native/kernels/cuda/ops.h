@@ -35,6 +35,9 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
 // here; the arguments' shapes arrive checked.
 Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::GemvArgs a);
 
+// Bytes of the sampler's workspace for `rows` rows of `vocab` logits: per row V f32 + V u32, then
+// the chunk statistics (kSampleChunk logits per chunk).
+uint64_t sample_workspace_bytes(int64_t rows, int64_t vocab);
 Status launch_sample(const DeviceRuntime& rt, cuda::CUstream s, const xk::SampleArgs& a);
 
 // The message for an error word a kernel recorded ("" when none).

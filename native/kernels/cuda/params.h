@@ -139,6 +139,19 @@ struct SampleArgs {
   uint64_t bias;     // f32 values parallel to the bias ids in the pool
   uint64_t work;     // workspace: per row V f32 (processed logits) + V u32 (token counts)
   uint64_t sampled, sampled_logprob, sampled_rank, top_ids, top_logprobs;  // 0: not wanted
+  // Raw-row statistics of each kSampleChunk-logit chunk (x_sample_stats, before the sampler):
+  // SampleChunkStats [B, chunks], 16-byte aligned, in the workspace after the rows.
+  uint64_t stats;
+  int32_t chunks, pad2;
+};
+
+// Logits per chunk of a row the statistics kernel gives one block (256 threads × 8).
+constexpr int kSampleChunk = 2048;
+struct SampleChunkStats {
+  float max;  // the chunk's largest logit (NaN skipped; -inf when none)
+  float sum;  // Σ exp(x − max) over the chunk (NaN if a logit is NaN)
+  int32_t index;  // the smallest index holding max (INT32_MAX when max is -inf)
+  int32_t pad;
 };
 
 }  // namespace xk

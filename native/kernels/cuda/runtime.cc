@@ -68,7 +68,10 @@ std::vector<Module> modules() {
        {"x_attn_decode_bf16_64", "x_attn_decode_bf16_128", "x_attn_decode_f16_64", "x_attn_decode_f16_128",
         "x_attn_combine_bf16", "x_attn_combine_f16", "x_attn_generic_bf16", "x_attn_generic_f16"},
        {"x_attn_decode_bf16_64", "x_attn_decode_bf16_128", "x_attn_decode_f16_64", "x_attn_decode_f16_128"}},
-      {x_kernels_fatbin_sampling, {"x_sample_f32", "x_sample_bf16", "x_sample_f16"}, {}},
+      {x_kernels_fatbin_sampling,
+       {"x_sample_f32", "x_sample_bf16", "x_sample_f16", "x_sample_stats_f32", "x_sample_stats_bf16",
+        "x_sample_stats_f16"},
+       {}},
       gemv,
   };
 #else

@@ -1,5 +1,8 @@
 // Sampling on the GPU with the CPU kernel's semantics (vLLM v1's order), one block per row:
-//   1. raw log-softmax statistics (for logprobs), and the processed row in the workspace:
+//   0. (x_sample_stats, a kernel of its own: many blocks per row, so a 128k-logit row is read at
+//      the GPU's bandwidth, not one multiprocessor's) each 2048-logit chunk's max, first index of
+//      the max and Σ exp(x − max): the raw row's log-softmax statistics, and its greedy choice;
+//   1. the processed row in the workspace:
 //      suppressed ids -> -inf, logit_bias added, repetition / frequency / presence penalties;
 //   2. greedy (temperature < 1e-5): the first maximum. Otherwise: / temperature, min-p, top-k
 //      (keep values >= the k-th largest), top-p (in descending order, ties by id, keep tokens whose
@@ -98,6 +101,82 @@ __device__ void apply_modifications(const SampleRowParams& p, const SampleArgs& 
   __syncthreads();
 }
 
+// (value, index) pairs: a beats b if larger, or equal with a smaller index.
+__device__ __forceinline__ bool beats(float av, int ai, float bv, int bi) { return av > bv || (av == bv && ai < bi); }
+
+constexpr int kStatThreads = 256, kStatPerThread = kSampleChunk / kStatThreads;
+
+// Block (chunk c, row r): SampleChunkStats of logits [c·kSampleChunk, (c+1)·kSampleChunk) of row r.
+// Every load is issued before any is used (8 per thread), then two passes over registers: the max
+// with its first index, then the sum of exp relative to it.
+template <typename TL>
+__device__ void stats_impl(const SampleArgs& a) {
+  __shared__ float s_v[kStatThreads / 32];
+  __shared__ int s_i[kStatThreads / 32];
+  __shared__ float s_sum[kStatThreads / 32];
+  const int64_t row = blockIdx.y, c0 = static_cast<int64_t>(blockIdx.x) * kSampleChunk;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const TL* raw = reinterpret_cast<const TL*>(a.logits) + row * a.ld;
+  float x[kStatPerThread];
+#pragma unroll
+  for (int j = 0; j < kStatPerThread; j++) {
+    const int64_t i = c0 + tid + j * kStatThreads;
+    x[j] = i < a.vocab ? to_f(__ldg(raw + i)) : -INFINITY;
+  }
+  float m = -INFINITY;
+  int mi = INT_MAX;
+#pragma unroll
+  for (int j = 0; j < kStatPerThread; j++) {
+    if (x[j] > m) {  // ascending indices: the first of equals stays
+      m = x[j];
+      mi = static_cast<int>(c0) + tid + j * kStatThreads;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, m, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, mi, o);
+    if (beats(ov, oi, m, mi)) {
+      m = ov;
+      mi = oi;
+    }
+  }
+  if (lane == 0) {
+    s_v[warp] = m;
+    s_i[warp] = mi;
+  }
+  __syncthreads();
+  m = s_v[0];
+  mi = s_i[0];
+#pragma unroll
+  for (int w = 1; w < kStatThreads / 32; w++) {
+    if (beats(s_v[w], s_i[w], m, mi)) {
+      m = s_v[w];
+      mi = s_i[w];
+    }
+  }
+  // A NaN logit makes the sum NaN (with max -inf too: a chunk of NaN and -inf), as the CPU's lse.
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kStatPerThread; j++) {
+    if (x[j] != -INFINITY) sum += expf(x[j] - m);
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) s_sum[warp] = sum;
+  __syncthreads();
+  if (tid == 0) {
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kStatThreads / 32; w++) total += s_sum[w];
+    SampleChunkStats st;
+    st.max = m;
+    st.sum = total;
+    st.index = m > -INFINITY ? mi : INT_MAX;
+    st.pad = 0;
+    reinterpret_cast<SampleChunkStats*>(a.stats)[row * a.chunks + blockIdx.x] = st;
+  }
+}
+
 template <typename TL>
 __device__ void sample_impl(const SampleArgs& a) {
   __shared__ SampleShared sh;
@@ -110,40 +189,52 @@ __device__ void sample_impl(const SampleArgs& a) {
   float* work = reinterpret_cast<float*>(a.work) + static_cast<int64_t>(row) * V * 2;
   uint32_t* counts = reinterpret_cast<uint32_t*>(work + V);
 
-  // 1. The raw row's max and sum of exp (online per thread) and, in the same pass, the processed
-  // row: rows without suppression, bias or penalties go straight to greedy (argmax of the raw
-  // row) or to logits / temperature; the others are copied, modified, then divided.
+  // 1. The raw row's max, first index of it and sum of exp, merged from its chunks' statistics
+  // (x_sample_stats ran before this kernel; launched with programmatic dependent launch, this one
+  // read its parameters while that ran). Rows without suppression, bias or penalties go straight
+  // to greedy (argmax of the raw row) or to logits / temperature; the others are copied,
+  // modified, then divided.
   const bool greedy = p.temperature < 1e-5f;
   const bool mods = p.suppress_n > 0 || p.bias_n > 0 || p.repetition != 1.0f || p.presence != 0.0f ||
                     p.frequency != 0.0f;
-  float rmax = -INFINITY, rsum = 0.0f, mx = -INFINITY, bv = -INFINITY;
+  grid_dep_wait();
+  const SampleChunkStats* cs = reinterpret_cast<const SampleChunkStats*>(a.stats) + static_cast<int64_t>(row) * a.chunks;
+  float rmax = -INFINITY, bv = -INFINITY;
   int bi = INT_MAX;
-#pragma unroll 4
-  for (int i = tid; i < V; i += nt) {
-    const float x = to_f(__ldg(raw + i));
-    if (mods) {
-      work[i] = x;
-    } else if (greedy) {
-      if (x > bv) {
-        bv = x;
-        bi = i;
-      }
-    } else {
-      const float v = x / p.temperature;
-      work[i] = v;
-      mx = fmaxf(mx, v);
-    }
-    if (x == -INFINITY) continue;
-    if (x > rmax) {
-      rsum = rsum * expf(rmax - x) + 1.0f;
-      rmax = x;
-    } else {
-      rsum += expf(x - rmax);
+  for (int c = tid; c < a.chunks; c += nt) {
+    const SampleChunkStats st = cs[c];
+    rmax = fmaxf(rmax, st.max);
+    if (beats(st.max, st.index, bv, bi)) {
+      bv = st.max;
+      bi = st.index;
     }
   }
   const float raw_max = block_max(rmax, sh.fred);
-  const float raw_sum = block_sum(rmax == -INFINITY ? 0.0f : rsum * expf(rmax - raw_max), sh.fred);
+  float rsum = 0.0f;
+  for (int c = tid; c < a.chunks; c += nt) {
+    const SampleChunkStats st = cs[c];
+    if (st.max > -INFINITY || st.sum != st.sum) rsum += st.sum * expf(st.max - raw_max);
+  }
+  const float raw_sum = block_sum(rsum, sh.fred);
   const double lse = static_cast<double>(raw_max) + log(static_cast<double>(raw_sum));
+  float mx = -INFINITY;
+  if (mods || !greedy) {
+#pragma unroll 4
+    for (int i = tid; i < V; i += nt) {
+      const float x = to_f(__ldg(raw + i));
+      if (mods) {
+        work[i] = x;
+      } else {
+        const float v = x / p.temperature;
+        work[i] = v;
+        mx = fmaxf(mx, v);
+      }
+    }
+  }
+  if (mods) {
+    bv = -INFINITY;
+    bi = INT_MAX;
+  }
   __syncthreads();
   if (mods) apply_modifications(p, a, work, counts);
 
@@ -329,6 +420,15 @@ __device__ void sample_impl(const SampleArgs& a) {
 
 using xk::SampleArgs;
 
+extern "C" __global__ void __launch_bounds__(xk::kStatThreads) x_sample_stats_f32(SampleArgs a) {
+  xk::stats_impl<float>(a);
+}
+extern "C" __global__ void __launch_bounds__(xk::kStatThreads) x_sample_stats_bf16(SampleArgs a) {
+  xk::stats_impl<__nv_bfloat16>(a);
+}
+extern "C" __global__ void __launch_bounds__(xk::kStatThreads) x_sample_stats_f16(SampleArgs a) {
+  xk::stats_impl<__half>(a);
+}
 extern "C" __global__ void __launch_bounds__(xk::kSampleThreads, 1) x_sample_f32(SampleArgs a) {
   xk::sample_impl<float>(a);
 }

@@ -97,7 +97,8 @@ describe('gpuKernelInfo', () => {
     expect(info.cublasLtDetail.length).toBeGreaterThan(0);
   });
 
-  it('sizes the sampling workspace as 8 bytes per logit', () => {
-    expect(sampleWorkspaceBytes(3, 1000)).toBe(24_000);
+  it('sizes the sampling workspace as 8 bytes per logit plus 16 per 2048-logit chunk', () => {
+    expect(sampleWorkspaceBytes(3, 1000)).toBe(24_000 + 3 * 16);
+    expect(sampleWorkspaceBytes(1, 128_256)).toBe(128_256 * 8 + 63 * 16);
   });
 });

@@ -11,9 +11,16 @@ const ROW_BYTES = 80;
 /** The most top log-probabilities per row the CUDA sampler returns. */
 export const MAX_TOP_LOGPROBS_CUDA = 64;
 
-/** Bytes of `options.workspace` that sample needs on CUDA for `rows` rows of `vocab` logits. */
+/** Logits per chunk of the CUDA sampler's statistics pass (params.h kSampleChunk). */
+const STAT_CHUNK = 2048;
+
+/**
+ * Bytes of `options.workspace` that sample needs on CUDA for `rows` rows of `vocab` logits: per
+ * row V f32 + V u32 (processed logits, token counts), then 16 bytes per 2048-logit chunk (the
+ * raw row's statistics).
+ */
 export function sampleWorkspaceBytes(rows: number, vocab: number): number {
-  return rows * vocab * 8;
+  return Math.ceil((rows * vocab * 8) / 16) * 16 + rows * Math.ceil(vocab / STAT_CHUNK) * 16;
 }
 
 /** Packs validated rows: [rows × 80 bytes][ids i32 × n][bias f32 × n] (bias parallel to ids). */

@@ -76,10 +76,10 @@ function rowsOf(b, v, rand, kind) {
 
 async function compare(
   label,
-  { b, v, kind = 'mixed', ties = false, dtype = 'f32', numTop = 5, seed = 1 },
+  { b, v, kind = 'mixed', ties = false, dtype = 'f32', numTop = 5, seed = 1, logits: given },
 ) {
   const rand = rng(seed);
-  let logits = logitsOf(b, v, rand, { ties });
+  let logits = given ?? logitsOf(b, v, rand, { ties });
   if (dtype !== 'f32') logits = roundTo(dtype, logits);
   const rows = rowsOf(b, v, rand, kind);
   const lg = await gpu.upload(dtype, [b, v], dtype === 'f32' ? logits : encode(dtype, logits));
@@ -123,6 +123,27 @@ async function compare(
 describe('sample on CUDA', () => {
   it('greedy rows equal the CPU', async () => {
     await compare('greedy', { b: 32, v: SMALL ? 500 : 32000, kind: 'greedy' });
+  });
+  it('greedy: the first maximum across 2048-logit chunks, any vocabulary size', async () => {
+    // Row 0: the maximum tied in two chunks (the first wins); row 1: it sits at the last id;
+    // row 2: a constant row (id 0); row 3: mostly -inf, the maximum in the last chunk.
+    for (const v of [1, 3, 2047, 2048, 2049, 6145, 128256]) {
+      const b = 4;
+      const rand = rng(v);
+      const logits = new Float32Array(b * v);
+      for (let i = 0; i < logits.length; i++) logits[i] = rand() * 2 - 1;
+      const early = Math.min(5, v - 1);
+      const late = v - 1;
+      logits[early] = 3;
+      logits[late] = 3;
+      logits[v + late] = 4;
+      logits.fill(0.25, 2 * v, 3 * v);
+      logits.fill(-Infinity, 3 * v, 4 * v);
+      logits[3 * v + late] = -2;
+      logits[3 * v + Math.floor(late / 2)] = -3;
+      const got = await compare(`greedy V=${v}`, { b, v, kind: 'greedy', numTop: 1, logits });
+      assert.deepEqual([...got], [early, late, 0, late], `V=${v}`);
+    }
   });
   it('every option, seeded, equals the CPU draw for draw', async () => {
     await compare('mixed', { b: SMALL ? 16 : 96, v: SMALL ? 1000 : 32000, seed: 2 });
