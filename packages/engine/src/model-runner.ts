@@ -325,7 +325,7 @@ export class ModelRunner {
     const v = this.config.vocabSize;
     const step: InFlight = { n, v, wantLogits, timeoutMs, ws };
     try {
-      ws.upload(s);
+      ws.upload(s, rows);
       // Tokens the previous step sampled, still on the device, into this step's input ids.
       if (fed.dst.length > 0) indexCopy(s, ws.ids, fed.dst, this.#sampler.sampledIds(), fed.src);
       let allT: Tensor | undefined;

@@ -1,4 +1,13 @@
-import { CudaGraph, type DType, dtypeSize, Event, HostBuffer, type Stream, Tensor } from '@x/core';
+import {
+  CudaGraph,
+  type DType,
+  dtypeSize,
+  Event,
+  HostBuffer,
+  InvalidArgumentError,
+  type Stream,
+  Tensor,
+} from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
 import { CpuGraph } from '@x/kernels';
 
@@ -82,6 +91,8 @@ export class Workspace {
   readonly #allocator: Allocator;
   readonly #staging: HostBuffer;
   readonly #inputBytes: number;
+  /** Offset of the block tables (the last input) in the staging slot and the mirror. */
+  readonly #tablesAt: number;
   /** Offsets of each input in a staging slot (and in the mirror). */
   readonly #inputOffsets: Record<string, number>;
   /** Per staging slot: the event recorded after the upload that last read it. */
@@ -137,17 +148,20 @@ export class Workspace {
     this.qkv = dev[11]!;
 
     const mb = s.maxBlocksPerSeq;
+    // The block tables last: a step of fewer sequences than the plan uploads only up to its rows
+    // of them (the rest of the mirror is never read by that step's kernels).
     const inputs: Array<[string, 'i32' | 'i64', number[]]> = [
       ['ids', 'i32', [t]],
       ['positions', 'i32', [t]],
       ['slots', 'i64', [t]],
-      ['blockTables', 'i32', [b, mb]],
       ['seqLens', 'i32', [b]],
       ['queryStartLoc', 'i32', [b + 1]],
       ['lastIndex', 'i32', [b]],
+      ['blockTables', 'i32', [b, mb]],
     ];
     const il = layout(inputs.map(([, d, sh]) => numel(sh) * dtypeSize(d)));
     this.#inputBytes = il.total;
+    this.#tablesAt = il.offsets[inputs.length - 1]!;
     const slots = s.stagingSlots;
     this.#uploaded = new Array<Event | undefined>(slots).fill(undefined);
     const logitsBytes = b * s.vocab * 4;
@@ -165,17 +179,25 @@ export class Workspace {
       this.ids,
       this.positions,
       this.slots,
-      this.blockTables,
       this.seqLens,
       this.queryStartLoc,
       this.lastIndex,
+      this.blockTables,
     ] = read as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
     this.hostLogits = this.#hostTensor('f32', [b, s.vocab], slots * il.total);
   }
 
-  /** Host bytes of the staging and its device mirror (the inputs one `upload` moves). */
+  /** Host bytes of one staging slot and of its device mirror (what `upload` of every row moves). */
   get inputBytes(): number {
     return this.#inputBytes;
+  }
+
+  /** Bytes `upload(stream, seqs)` moves: every input up to the block-table rows of `seqs` sequences. */
+  uploadBytes(seqs: number = this.shape.seqs): number {
+    if (!Number.isInteger(seqs) || seqs < 0 || seqs > this.shape.seqs) {
+      throw new InvalidArgumentError('seqs', `an integer in [0, ${this.shape.seqs}]`, seqs);
+    }
+    return this.#tablesAt + seqs * this.shape.maxBlocksPerSeq * 4;
   }
 
   /** A typed-array view of one input in the current staging slot (JS writes the step's inputs here). */
@@ -214,11 +236,13 @@ export class Workspace {
 
   /**
    * Enqueues the copy of the current slot's inputs to their mirror on `stream` (on CUDA the only
-   * host→device traffic of a step) and marks the slot busy until the copy ran.
+   * host→device traffic of a step) and marks the slot busy until the copy ran. `seqs`: the rows
+   * of the block tables the step's kernels read (default all); later rows are not copied.
    */
-  upload(stream: Stream): void {
+  upload(stream: Stream, seqs: number = this.shape.seqs): void {
+    const bytes = this.uploadBytes(seqs);
     const from = this.#staging.ptr + BigInt(this.#slot * this.#inputBytes);
-    stream.copy(this.#inputsDevice.ptr, from, this.#inputBytes);
+    stream.copy(this.#inputsDevice.ptr, from, bytes);
     const e = this.#uploaded[this.#slot] ?? Event.create(stream.device);
     this.#uploaded[this.#slot] = stream.record(e);
   }
