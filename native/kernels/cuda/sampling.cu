@@ -116,6 +116,7 @@ __device__ void stats_impl(const SampleArgs& a) {
   __shared__ float s_sum[kStatThreads / 32];
   const int64_t row = blockIdx.y, c0 = static_cast<int64_t>(blockIdx.x) * kSampleChunk;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  grid_dep_launch();  // the sampler may start (it reads its parameters, then waits for these stats)
   const TL* raw = reinterpret_cast<const TL*>(a.logits) + row * a.ld;
   float x[kStatPerThread];
 #pragma unroll
