@@ -30,18 +30,26 @@ __device__ __forceinline__ double sample_uniform(uint64_t seed, uint64_t step) {
   return static_cast<double>(splitmix64(splitmix64(seed) ^ step) >> 11) * 0x1.0p-53;
 }
 
-// (value, index) argmax over the block: the largest value, the smallest index among equals.
-__device__ int block_argmax(float v, int i, SampleShared& sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// (value, index) pairs: a beats b if larger, or equal with a smaller index.
+__device__ __forceinline__ bool beats(float av, int ai, float bv, int bi) { return av > bv || (av == bv && ai < bi); }
+
+// The warp's best (value, index) pair, in every lane.
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, v, o);
     const int oi = __shfl_xor_sync(0xffffffffu, i, o);
-    if (ov > v || (ov == v && oi < i)) {
+    if (beats(ov, oi, v, i)) {
       v = ov;
       i = oi;
     }
   }
+}
+
+// (value, index) argmax over the block: the largest value, the smallest index among equals.
+__device__ int block_argmax(float v, int i, SampleShared& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  warp_argmax(v, i);
   __syncthreads();
   if (lane == 0) {
     sh.fred[warp] = v;
@@ -51,15 +59,7 @@ __device__ int block_argmax(float v, int i, SampleShared& sh) {
   if (warp == 0) {
     v = lane < static_cast<int>(blockDim.x >> 5) ? sh.fred[lane] : -INFINITY;
     i = lane < static_cast<int>(blockDim.x >> 5) ? sh.ibest[lane] : INT_MAX;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, i, o);
-      if (ov > v || (ov == v && oi < i)) {
-        v = ov;
-        i = oi;
-      }
-    }
+    warp_argmax(v, i);
     if (lane == 0) sh.found_index = i;
   }
   __syncthreads();
@@ -101,9 +101,6 @@ __device__ void apply_modifications(const SampleRowParams& p, const SampleArgs& 
   __syncthreads();
 }
 
-// (value, index) pairs: a beats b if larger, or equal with a smaller index.
-__device__ __forceinline__ bool beats(float av, int ai, float bv, int bi) { return av > bv || (av == bv && ai < bi); }
-
 constexpr int kStatThreads = 256, kStatPerThread = kSampleChunk / kStatThreads;
 
 // Block (chunk c, row r): SampleChunkStats of logits [c·kSampleChunk, (c+1)·kSampleChunk) of row r.
@@ -133,15 +130,7 @@ __device__ void stats_impl(const SampleArgs& a) {
       mi = static_cast<int>(c0) + tid + j * kStatThreads;
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, m, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, mi, o);
-    if (beats(ov, oi, m, mi)) {
-      m = ov;
-      mi = oi;
-    }
-  }
+  warp_argmax(m, mi);
   if (lane == 0) {
     s_v[warp] = m;
     s_i[warp] = mi;
