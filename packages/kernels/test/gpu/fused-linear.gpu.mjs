@@ -215,6 +215,78 @@ describe('fusedLinear on CUDA', () => {
       }
     }
 
+    // One row at shapes the decoder does not use: k = 8 (a single 16-byte chunk) … 14344 (k ranges
+    // of split warps that end mid-iteration), n = 1 … 50001 (fewer units than warps, odd counts,
+    // many rounds of the persistent grid); every epilogue but rotary (covered above).
+    const shapes = SMALL
+      ? [
+          [8, 3],
+          [2056, 17],
+        ]
+      : [
+          [8, 1],
+          [1000, 37],
+          [4112, 263],
+          [14344, 4099],
+          [4096, 50001],
+        ];
+    for (const [k, n] of shapes) {
+      it(`${dtype}, 1 row, k ${k}, n ${n}: store, f32 out, residual, silu = the separate ops`, async () => {
+        const rand = rng(500 + k + n);
+        const x = await up(dtype, [1, k], rand, -2, 2);
+        const nw = await up(dtype, [k], rand, 0.5, 1.5, { tag: 'weights' });
+        const w = await up(dtype, [n, k], rand, -0.1, 0.1, { tag: 'weights' });
+        const b = await up(dtype, [n], rand);
+        const normed = gpu.tensor(dtype, [1, k]);
+        rmsNorm(gpu.stream, normed, x.t, nw.t, { eps });
+        const ref = gpu.tensor(dtype, [1, n]);
+        matmul(gpu.stream, ref, x.t, w.t, { bias: b.t, workspace: ws });
+        const refNormed = gpu.tensor('f32', [1, n]);
+        matmul(gpu.stream, refNormed, normed, w.t, { workspace: ws });
+        const out = gpu.tensor(dtype, [1, n]);
+        fusedLinear(gpu.stream, out, x.t, w.t, { bias: b.t });
+        const outF32 = gpu.tensor('f32', [1, n]);
+        fusedLinear(gpu.stream, outF32, x.t, w.t, { norm: { weight: nw.t, eps } });
+        const r0 = encode(dtype, roundTo(dtype, randomF32(n, rand)));
+        const res = await gpu.upload(dtype, [1, n], r0);
+        fusedLinear(gpu.stream, res, x.t, w.t, { epilogue: { kind: 'addToResidual' } });
+        const y = gpu.tensor(dtype, [1, n]);
+        matmul(gpu.stream, y, x.t, w.t, { workspace: ws });
+        await checkKernelErrors(gpu.stream);
+        assertClose('store vs matmul', await gpu.readF32(out), await gpu.readF32(ref), dtype);
+        assertClose(
+          'norm, f32 out vs rmsNorm, matmul',
+          await gpu.readF32(outF32),
+          await gpu.readF32(refNormed),
+          dtype,
+        );
+        const yv = await gpu.readF32(y);
+        const rv = decode(dtype, r0);
+        assertClose(
+          'residual',
+          await gpu.readF32(res),
+          roundTo(
+            dtype,
+            yv.map((v, i) => v + rv[i]),
+          ),
+          dtype,
+        );
+        if (n % 2 === 0 || n > 4099) return;
+        // siluAndMul: w as [gate; up] of (n - 1) / 2 rows each.
+        const half = (n - 1) / 2;
+        if (half === 0) return;
+        const wg = w.t.slice(0, 0, 2 * half);
+        const act = gpu.tensor(dtype, [1, half]);
+        fusedLinear(gpu.stream, act, x.t, wg, { epilogue: { kind: 'siluAndMul' } });
+        const gu = gpu.tensor(dtype, [1, 2 * half]);
+        const actRef = gpu.tensor(dtype, [1, half]);
+        matmul(gpu.stream, gu, x.t, wg, { workspace: ws });
+        siluAndMul(gpu.stream, actRef, gu);
+        await checkKernelErrors(gpu.stream);
+        assertClose('silu', await gpu.readF32(act), await gpu.readF32(actRef), dtype);
+      });
+    }
+
     it(`${dtype}: refuses 5 rows, a K that is not a multiple of 8, and an overlapping out`, async () => {
       const w = gpu.tensor(dtype, [16, 64], { tag: 'weights' });
       assert.throws(
@@ -341,97 +413,98 @@ describe('fusedLinear on CUDA', () => {
     }
   });
 
-  it('a decode layer of fused ops in a CUDA graph replays to its eager bits (PDL edges captured)', async () => {
-    const dtype = 'bf16';
-    const rand = rng(7);
-    const [H, I, nq, nk, hd, bs, blocks, maxPos, m] = SMALL
-      ? [64, 96, 2, 1, 32, 4, 8, 64, 2]
-      : [1024, 2816, 8, 2, 128, 16, 64, 4096, 3];
-    const R = (nq + 2 * nk) * hd;
-    const W = { tag: 'weights' };
-    const inNorm = (await up(dtype, [H], rand, 0.5, 1.5, W)).t;
-    const postNorm = (await up(dtype, [H], rand, 0.5, 1.5, W)).t;
-    const wqkv = (await up(dtype, [R, H], rand, -0.05, 0.05, W)).t;
-    const wo = (await up(dtype, [H, nq * hd], rand, -0.05, 0.05, W)).t;
-    const wgu = (await up(dtype, [2 * I, H], rand, -0.05, 0.05, W)).t;
-    const wd = (await up(dtype, [H, I], rand, -0.05, 0.05, W)).t;
-    const wl = (await up(dtype, [H, H], rand, -0.05, 0.05, W)).t;
-    const cs = await gpu.upload(
-      'f32',
-      [maxPos, hd],
-      ropeCosSinCache({ rotaryDim: hd, theta: 10000, maxPositions: maxPos }),
-      W,
-    );
-    const pos = await gpu.upload(
-      'i32',
-      [m],
-      Int32Array.from({ length: m }, (_, i) => (17 + i * 100) % maxPos),
-      { tag: 'meta' },
-    );
-    const slots = await gpu.upload(
-      'i64',
-      [m],
-      BigInt64Array.from({ length: m }, (_, i) => BigInt(3 + i * 9)),
-      { tag: 'meta' },
-    );
-    const kc = gpu.tensor(dtype, [blocks, bs, nk, hd], { tag: 'kv_cache' });
-    const vc = gpu.tensor(dtype, [blocks, bs, nk, hd], { tag: 'kv_cache' });
-    const x0 = encode(dtype, randomF32(m * H, rand));
-    const residual = await gpu.upload(dtype, [m, H], x0);
-    const qkv = gpu.tensor(dtype, [m, R]);
-    const act = gpu.tensor(dtype, [m, I]);
-    const logits = gpu.tensor('f32', [m, H]);
-    const layer = () => {
-      fusedLinear(gpu.stream, qkv, residual, wqkv, {
-        norm: { weight: inNorm, eps },
-        epilogue: {
-          kind: 'rotaryKvCache',
-          positions: pos,
-          cosSinCache: cs,
-          headDim: hd,
-          numHeads: nq,
-          numKvHeads: nk,
-          neox: true,
-          kCache: kc,
-          vCache: vc,
-          slotMapping: slots,
-        },
-      });
-      // o_proj reads the q heads as if they were attention's output (what matters is the chain).
-      fusedLinear(gpu.stream, residual, qkv.slice(1, 0, nq * hd), wo, {
-        epilogue: { kind: 'addToResidual' },
-      });
-      fusedLinear(gpu.stream, act, residual, wgu, {
-        norm: { weight: postNorm, eps },
-        epilogue: { kind: 'siluAndMul' },
-      });
-      fusedLinear(gpu.stream, residual, act, wd, { epilogue: { kind: 'addToResidual' } });
-      fusedLinear(gpu.stream, logits, residual, wl, {
-        norm: { weight: postNorm, eps },
-      });
-    };
-    const run = async (fn) => {
-      await gpu.write(residual, x0);
-      gpu.poison(kc);
-      gpu.poison(qkv);
-      gpu.poison(act);
-      gpu.poison(logits);
-      for (let i = 0; i < 3; i++) fn();
-      await checkKernelErrors(gpu.stream);
-      return Promise.all([residual, kc, act, logits].map((t) => gpu.read(t)));
-    };
-    const eager = await run(layer);
-    await gpu.stream.synchronize();
-    const g = CudaGraph.capture(gpu.stream, layer);
-    try {
-      const replayed = await run(() => g.launch(gpu.stream));
-      for (let i = 0; i < eager.length; i++) {
-        assert.deepEqual(replayed[i], eager[i], `tensor ${i} differs between replay and eager`);
+  for (const m of SMALL ? [2] : [1, 3])
+    it(`a decode layer of fused ops for ${m} row(s) in a CUDA graph replays to its eager bits (PDL edges captured)`, async () => {
+      const dtype = 'bf16';
+      const rand = rng(7);
+      const [H, I, nq, nk, hd, bs, blocks, maxPos] = SMALL
+        ? [64, 96, 2, 1, 32, 4, 8, 64]
+        : [1024, 2816, 8, 2, 128, 16, 64, 4096];
+      const R = (nq + 2 * nk) * hd;
+      const W = { tag: 'weights' };
+      const inNorm = (await up(dtype, [H], rand, 0.5, 1.5, W)).t;
+      const postNorm = (await up(dtype, [H], rand, 0.5, 1.5, W)).t;
+      const wqkv = (await up(dtype, [R, H], rand, -0.05, 0.05, W)).t;
+      const wo = (await up(dtype, [H, nq * hd], rand, -0.05, 0.05, W)).t;
+      const wgu = (await up(dtype, [2 * I, H], rand, -0.05, 0.05, W)).t;
+      const wd = (await up(dtype, [H, I], rand, -0.05, 0.05, W)).t;
+      const wl = (await up(dtype, [H, H], rand, -0.05, 0.05, W)).t;
+      const cs = await gpu.upload(
+        'f32',
+        [maxPos, hd],
+        ropeCosSinCache({ rotaryDim: hd, theta: 10000, maxPositions: maxPos }),
+        W,
+      );
+      const pos = await gpu.upload(
+        'i32',
+        [m],
+        Int32Array.from({ length: m }, (_, i) => (17 + i * 100) % maxPos),
+        { tag: 'meta' },
+      );
+      const slots = await gpu.upload(
+        'i64',
+        [m],
+        BigInt64Array.from({ length: m }, (_, i) => BigInt(3 + i * 9)),
+        { tag: 'meta' },
+      );
+      const kc = gpu.tensor(dtype, [blocks, bs, nk, hd], { tag: 'kv_cache' });
+      const vc = gpu.tensor(dtype, [blocks, bs, nk, hd], { tag: 'kv_cache' });
+      const x0 = encode(dtype, randomF32(m * H, rand));
+      const residual = await gpu.upload(dtype, [m, H], x0);
+      const qkv = gpu.tensor(dtype, [m, R]);
+      const act = gpu.tensor(dtype, [m, I]);
+      const logits = gpu.tensor('f32', [m, H]);
+      const layer = () => {
+        fusedLinear(gpu.stream, qkv, residual, wqkv, {
+          norm: { weight: inNorm, eps },
+          epilogue: {
+            kind: 'rotaryKvCache',
+            positions: pos,
+            cosSinCache: cs,
+            headDim: hd,
+            numHeads: nq,
+            numKvHeads: nk,
+            neox: true,
+            kCache: kc,
+            vCache: vc,
+            slotMapping: slots,
+          },
+        });
+        // o_proj reads the q heads as if they were attention's output (what matters is the chain).
+        fusedLinear(gpu.stream, residual, qkv.slice(1, 0, nq * hd), wo, {
+          epilogue: { kind: 'addToResidual' },
+        });
+        fusedLinear(gpu.stream, act, residual, wgu, {
+          norm: { weight: postNorm, eps },
+          epilogue: { kind: 'siluAndMul' },
+        });
+        fusedLinear(gpu.stream, residual, act, wd, { epilogue: { kind: 'addToResidual' } });
+        fusedLinear(gpu.stream, logits, residual, wl, {
+          norm: { weight: postNorm, eps },
+        });
+      };
+      const run = async (fn) => {
+        await gpu.write(residual, x0);
+        gpu.poison(kc);
+        gpu.poison(qkv);
+        gpu.poison(act);
+        gpu.poison(logits);
+        for (let i = 0; i < 3; i++) fn();
+        await checkKernelErrors(gpu.stream);
+        return Promise.all([residual, kc, act, logits].map((t) => gpu.read(t)));
+      };
+      const eager = await run(layer);
+      await gpu.stream.synchronize();
+      const g = CudaGraph.capture(gpu.stream, layer);
+      try {
+        const replayed = await run(() => g.launch(gpu.stream));
+        for (let i = 0; i < eager.length; i++) {
+          assert.deepEqual(replayed[i], eager[i], `tensor ${i} differs between replay and eager`);
+        }
+        assert.ok(decode('bf16', eager[0]).every(Number.isFinite), 'residual finite');
+        assert.ok(eager[3].every(Number.isFinite), 'logits finite');
+      } finally {
+        g.dispose();
       }
-      assert.ok(decode('bf16', eager[0]).every(Number.isFinite), 'residual finite');
-      assert.ok(eager[3].every(Number.isFinite), 'logits finite');
-    } finally {
-      g.dispose();
-    }
-  });
+    });
 });
