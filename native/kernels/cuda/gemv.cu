@@ -64,14 +64,39 @@ __device__ __forceinline__ void store_pair(T* row, int64_t r0, int64_t r1, float
   if (r1 >= 0) row[r1] = from_f<T>(y1);
 }
 
-// The epilogue of one unit for row m of x: d0, d1 are the dot products of weight rows r0, r1.
+// What the epilogue of one unit for row m of x reads besides its dot products and does not depend
+// on another load: bias and the residual it adds to, kept as loaded (T) so that nothing waits for
+// them before the weight loads. They load at the start of the unit's round and arrive while the
+// weights stream; with split warps the whole block would otherwise wait for the residual's
+// round trip between rounds (the barrier after the epilogue).
 template <typename T>
-__device__ void epilogue(const GemvArgs& a, int64_t u, int m, int64_t r0, int64_t r1, float d0, float d1) {
+struct EpilogueIn {
+  T b0, b1, v0, v1;
+};
+
+template <typename T>
+__device__ __forceinline__ EpilogueIn<T> epilogue_load(const GemvArgs& a, int m, int64_t r0, int64_t r1) {
+  EpilogueIn<T> e;
+  e.b0 = e.b1 = e.v0 = e.v1 = from_f<T>(0.0f);
   if (a.bias != 0) {
     const T* bias = reinterpret_cast<const T*>(a.bias);
-    d0 += to_f(bias[r0]);
-    if (r1 >= 0) d1 += to_f(bias[r1]);
+    e.b0 = bias[r0];
+    if (r1 >= 0) e.b1 = bias[r1];
   }
+  if (a.mode == kGemvResidual) {
+    const T* o = reinterpret_cast<const T*>(a.out) + m * a.ld_out;
+    e.v0 = o[r0];
+    if (r1 >= 0) e.v1 = o[r1];
+  }
+  return e;
+}
+
+// The epilogue of one unit for row m of x: d0, d1 are the dot products of weight rows r0, r1.
+template <typename T>
+__device__ void epilogue(const GemvArgs& a, int64_t u, int m, int64_t r0, int64_t r1, float d0, float d1,
+                         const EpilogueIn<T>& e) {
+  d0 += to_f(e.b0);
+  d1 += to_f(e.b1);
   if (a.mode == kGemvStore) {
     if (a.out_f32) {
       float* o = reinterpret_cast<float*>(a.out) + m * a.ld_out;
@@ -85,8 +110,8 @@ __device__ void epilogue(const GemvArgs& a, int64_t u, int m, int64_t r0, int64_
   T* o = reinterpret_cast<T*>(a.out) + m * a.ld_out;
   if (a.mode == kGemvResidual) {
     // residual <- residual + y, y rounded as the linear layer would have stored it.
-    o[r0] = from_f<T>(to_f(o[r0]) + round_to<T>(d0));
-    if (r1 >= 0) o[r1] = from_f<T>(to_f(o[r1]) + round_to<T>(d1));
+    o[r0] = from_f<T>(to_f(e.v0) + round_to<T>(d0));
+    if (r1 >= 0) o[r1] = from_f<T>(to_f(e.v1) + round_to<T>(d1));
     return;
   }
   const float v0 = round_to<T>(d0), v1 = round_to<T>(d1);
@@ -143,12 +168,12 @@ __device__ void gemv_impl(const GemvArgs& a) {
   const uint64_t policy = evict_first_policy();
 
   // Launched with programmatic dependent launch: nothing an earlier kernel writes is read before
-  // grid_dep_wait() returns, but the weights are no kernel's output: with a.preload the first
+  // grid_dep_wait() returns, but the weights are no kernel's output: with preload bit 0 the first
   // iteration of this warp's first unit is loaded into registers before it, overlapping the
   // previous kernel's drain. (Letting the next kernel launch before the wait measured slower.)
   uint4 wa[kUnroll], wb[kUnroll];
   bool loaded = false;
-  if (a.preload && first + slot < a.units) {
+  if ((a.preload & 1) && first + slot < a.units) {
     int64_t r0, r1;
     unit_rows(a, first + slot, r0, r1);
     const uint4* w0 = w + r0 * nchunk;
@@ -209,8 +234,13 @@ __device__ void gemv_impl(const GemvArgs& a) {
     float acc0[M], acc1[M];
 #pragma unroll
     for (int m = 0; m < M; m++) acc0[m] = acc1[m] = 0.0f;
+    EpilogueIn<T> e;
     if (active) {
       unit_rows(a, u, r0, r1);
+      // (The normed layers keep their registers for the staged rows: they load at the epilogue.)
+      if constexpr (!NORM) {
+        if ((a.preload & 2) == 0 && lane < M && sub == 0) e = epilogue_load<T>(a, lane, r0, r1);
+      }
       const uint4* w0 = w + r0 * nchunk;
       const uint4* w1 = w + (r1 >= 0 ? r1 : r0) * nchunk;
       for (int c0 = lo; c0 < hi; c0 += 32 * kUnroll) {
@@ -256,7 +286,10 @@ __device__ void gemv_impl(const GemvArgs& a) {
       }
     }
     if (split == 1) {
-      if (active && lane < M) epilogue<T>(a, u, lane, r0, r1, d0, d1);
+      if (active && lane < M) {
+        if (NORM || (a.preload & 2)) e = epilogue_load<T>(a, lane, r0, r1);
+        epilogue<T>(a, u, lane, r0, r1, d0, d1, e);
+      }
       continue;
     }
     if (lane < M) {
@@ -269,7 +302,8 @@ __device__ void gemv_impl(const GemvArgs& a) {
         d0 += partial[warp + k][lane][0];
         d1 += partial[warp + k][lane][1];
       }
-      epilogue<T>(a, u, lane, r0, r1, d0, d1);
+      if (NORM || (a.preload & 2)) e = epilogue_load<T>(a, lane, r0, r1);
+      epilogue<T>(a, u, lane, r0, r1, d0, d1, e);
     }
     __syncthreads();  // partial is rewritten next round
   }

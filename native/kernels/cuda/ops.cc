@@ -184,7 +184,8 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
 
 // Tuning knobs of the small-batch linear: X_GEMV_BLOCKS_PER_SM caps the resident blocks per
 // multiprocessor the persistent grid uses; X_GEMV_SPLIT forces the warps per unit (1, 2, 4, 8);
-// X_GEMV_PRELOAD=0 turns off loading the first weights before the wait for the previous kernel.
+// X_GEMV_PRELOAD=0 turns off loading the first weights before the wait for the previous kernel;
+// X_GEMV_LATE_EPILOGUE=1 loads bias and residual in the epilogue instead of at the round's start.
 
 Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::GemvArgs a) {
   auto where = [](const std::string& m) { return Status::Invalid("fusedLinear: " + m); };
@@ -241,7 +242,8 @@ Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::Gem
   const int64_t blocks =
       std::max<int64_t>(1, std::min<int64_t>(ceil_div(a.units, kWarps / a.split), max_blocks));
   static const int64_t preload = env_int("X_GEMV_PRELOAD", 1);
-  a.preload = preload != 0 ? 1 : 0;
+  static const int64_t late_epilogue = env_int("X_GEMV_LATE_EPILOGUE", 0);
+  a.preload = (preload != 0 ? 1 : 0) | (late_epilogue != 0 ? 2 : 0);
   return run(rt, s, name, {static_cast<unsigned>(blocks)}, {kThreads}, static_cast<unsigned>(smem), &a, true);
 }
 

@@ -101,7 +101,8 @@ struct GemvArgs {
   int64_t m, n, k, ld_out, ld_x;     // n: output columns (kGemvSiluMul: half the rows of w)
   int64_t units;                     // units of work (set by the host, see GemvMode)
   int32_t split;                     // warps sharing a unit (split-K over k; 1, 2, 4 or 8)
-  int32_t preload;                   // load the first weights before waiting for the previous kernel
+  int32_t preload;                   // bit 0: load the first weights before waiting for the previous
+                                     // kernel; bit 1: load bias and residual in the epilogue (late)
   int32_t mode, out_f32;
   float eps;
   int32_t pos_i64;
