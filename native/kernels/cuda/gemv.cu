@@ -237,7 +237,7 @@ __device__ void gemv_impl(const GemvArgs& a) {
     EpilogueIn<T> e;
     if (active) {
       unit_rows(a, u, r0, r1);
-      // (The normed layers keep their registers for the staged rows: they load at the epilogue.)
+      // (The normed kernels load at the epilogue: holding the values across the loop spilled.)
       if constexpr (!NORM) {
         if ((a.preload & 2) == 0 && lane < M && sub == 0) e = epilogue_load<T>(a, lane, r0, r1);
       }
