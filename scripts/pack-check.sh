@@ -11,17 +11,25 @@ unset X_CORE_NATIVE
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pack_dir="$(mktemp -d)"
 project_dir="$(mktemp -d)"
-trap 'rm -rf "$pack_dir" "$project_dir"' EXIT
+comm_project="$(mktemp -d)"
+trap 'rm -rf "$pack_dir" "$project_dir" "$comm_project"' EXIT
 
-cd "$root"
-pnpm --filter @x/core pack --pack-destination "$pack_dir" >/dev/null
-tarball="$(find "$pack_dir" -maxdepth 1 -name '*.tgz' | head -n 1)"
-if [[ -z "$tarball" ]]; then
-  echo "pack-check: pnpm pack produced no tarball in $pack_dir" >&2
-  exit 1
-fi
-echo "packed: $(basename "$tarball")"
-tar -tzf "$tarball" | sed 's/^/  /'
+# pack <package> <tarball glob>: packs a workspace package into $pack_dir, lists the tarball's
+# files (stderr) and prints its path.
+pack() {
+  (cd "$root" && pnpm --filter "$1" pack --pack-destination "$pack_dir" >/dev/null)
+  local t
+  t="$(find "$pack_dir" -maxdepth 1 -name "$2" | head -n 1)"
+  if [[ -z "$t" ]]; then
+    echo "pack-check: pnpm pack produced no $1 tarball in $pack_dir" >&2
+    return 1
+  fi
+  echo "packed: $(basename "$t")" >&2
+  tar -tzf "$t" | sed 's/^/  /' >&2
+  echo "$t"
+}
+
+tarball="$(pack @x/core 'x-core-*.tgz')"
 
 cd "$project_dir"
 npm init -y >/dev/null
@@ -52,20 +60,10 @@ JS
 node check.mjs
 
 # ---- @x/comm: its prebuild carries libgloo and its dependencies (hosts without libgloo0 load it) ----
-cd "$root"
-pnpm --filter @x/comm pack --pack-destination "$pack_dir" >/dev/null
-comm_tarball="$(find "$pack_dir" -maxdepth 1 -name 'x-comm-*.tgz' | head -n 1)"
-if [[ -z "$comm_tarball" ]]; then
-  echo "pack-check: pnpm pack produced no @x/comm tarball in $pack_dir" >&2
-  exit 1
-fi
-echo "packed: $(basename "$comm_tarball")"
-listing="$(tar -tzf "$comm_tarball")"
-echo "$listing" | sed 's/^/  /'
-grep -q 'prebuilds/linux-x64/libgloo.so.0$' <<<"$listing" ||
+comm_tarball="$(pack @x/comm 'x-comm-*.tgz')"
+# (A here-string, not a pipe: grep -q stops reading early and pipefail would count tar's SIGPIPE.)
+grep -q 'prebuilds/linux-x64/libgloo.so.0$' <<<"$(tar -tzf "$comm_tarball")" ||
   { echo "pack-check: the @x/comm tarball lacks prebuilds/linux-x64/libgloo.so.0" >&2; exit 1; }
-comm_project="$(mktemp -d)"
-trap 'rm -rf "$pack_dir" "$project_dir" "$comm_project"' EXIT
 cd "$comm_project"
 npm init -y >/dev/null
 npm install --no-audit --no-fund --prefer-offline "$tarball" "$comm_tarball"
