@@ -4,9 +4,12 @@
 // f32 logits; the CPU matmul as a second reference; outputs poisoned first so unwritten elements
 // fail. Then a decode layer of fused ops (programmatic dependent launch between them on sm_90)
 // captured in a CUDA graph replays to exactly its eager bits, and decode attention launched right
-// behind the qkv projection sees the key that projection wrote.
+// behind the qkv projection sees the key that projection wrote. Last, the row tests again in child
+// processes, once for every split of a unit's k range over warps (X_GEMV_SPLIT).
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { CudaGraph } from '../../../core/dist/index.js';
 import {
   checkKernelErrors,
@@ -507,3 +510,40 @@ describe('fusedLinear on CUDA', () => {
       }
     });
 });
+
+// The launcher picks each layer's split (1, 2, 4 or 8 warps of a block sharing a unit's k range)
+// from its size; X_GEMV_SPLIT forces one (read once per process). Every split runs the row tests
+// above for 1 and 3 rows (every epilogue, bf16 and f16) in a process of its own, forced even where
+// the launcher would not pick it (a split of 8 on the short k of the SMALL sizes leaves warps with
+// no chunk; on k = 4096 every warp has less than a whole iteration).
+if (process.env.X_GEMV_SPLIT === undefined) {
+  describe('fusedLinear splits', () => {
+    for (const split of [1, 2, 4, 8]) {
+      it(`${split} warp(s) per unit: the row tests pass`, async () => {
+        const env = { ...process.env, X_GEMV_SPLIT: String(split) };
+        delete env.NODE_TEST_CONTEXT; // set by a parent node --test: the child would report to it, not in TAP
+        const args = [
+          '--test',
+          '--test-reporter=tap',
+          '--test-name-pattern=, [13] row\\(s\\)',
+          fileURLToPath(import.meta.url),
+        ];
+        const { stdout } = await new Promise((resolve, reject) => {
+          execFile(
+            process.execPath,
+            args,
+            { env, timeout: 300_000, maxBuffer: 1 << 24 },
+            (err, out, errOut) =>
+              err
+                ? reject(new Error(`split ${split}: ${err.message}\n${out}\n${errOut}`))
+                : resolve({ stdout: out }),
+          );
+        });
+        const pass = Number(/# pass (\d+)/.exec(stdout)?.[1] ?? 0);
+        const fail = Number(/# fail (\d+)/.exec(stdout)?.[1] ?? -1);
+        assert.equal(fail, 0, stdout);
+        assert.ok(pass >= 2 * 5 * 2, `${pass} row tests passed:\n${stdout}`);
+      });
+    }
+  });
+}
