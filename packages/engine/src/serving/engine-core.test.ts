@@ -191,7 +191,15 @@ describe('EngineCore', () => {
       promptTokenIds: promptIds(60, 9),
       sampling: greedy(150),
     });
-    await new Promise((r) => setTimeout(r, 30));
+    // Abort once the request is decoding (its first token streamed), not after a fixed delay: on a
+    // fast machine the test model's 150 tokens take ~30 ms, and the request finished first.
+    const deadline = Date.now() + 10_000;
+    const decoding = () =>
+      engine!.batches.some((b) => b.some((o) => o.requestId === 'long' && o.tokenIds.length > 0));
+    while (!decoding()) {
+      if (Date.now() > deadline) throw new Error("request 'long' streamed no token within 10 s");
+      await new Promise((r) => setImmediate(r));
+    }
     engine.core.abort('long');
     const f = await pending;
     expect(f.finishReasons).toEqual(['abort']);
