@@ -13,6 +13,7 @@ import {
   referenceLogits,
   startTestEngine,
   type TestEngine,
+  untilDecoding,
 } from './testing.js';
 import { TextDecoder } from './text-decoder.js';
 
@@ -191,15 +192,9 @@ describe('EngineCore', () => {
       promptTokenIds: promptIds(60, 9),
       sampling: greedy(150),
     });
-    // Abort once the request is decoding (its first token streamed), not after a fixed delay: on a
-    // fast machine the test model's 150 tokens take ~30 ms, and the request finished first.
-    const deadline = Date.now() + 10_000;
-    const decoding = () =>
-      engine!.batches.some((b) => b.some((o) => o.requestId === 'long' && o.tokenIds.length > 0));
-    while (!decoding()) {
-      if (Date.now() > deadline) throw new Error("request 'long' streamed no token within 10 s");
-      await new Promise((r) => setImmediate(r));
-    }
+    // Abort once the request is decoding, not after a fixed delay: on a fast machine the test
+    // model's 150 tokens took less than 30 ms, and the request finished first.
+    await untilDecoding(engine, 'long');
     engine.core.abort('long');
     const f = await pending;
     expect(f.finishReasons).toEqual(['abort']);

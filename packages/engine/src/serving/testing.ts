@@ -81,6 +81,25 @@ export async function startTestEngine(config: EngineConfig = {}): Promise<TestEn
   return { ...engine, batches, submit, run: submit };
 }
 
+/**
+ * Resolves once `requestId` has streamed a token (it is decoding), so a test can end it mid-flight
+ * without guessing how fast the machine is; rejects after `timeoutMs`.
+ */
+export async function untilDecoding(
+  engine: TestEngine,
+  requestId: string,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const decoding = () =>
+    engine.batches.some((b) => b.some((o) => o.requestId === requestId && o.tokenIds.length > 0));
+  while (!decoding()) {
+    if (Date.now() > deadline)
+      throw new Error(`request '${requestId}' streamed no token within ${timeoutMs} ms`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 /** A CPU ModelRunner over the checkpoint in `dir` (64 KV blocks, 512 tokens) for `fn`, then torn down. */
 async function withReferenceRunner<R>(
   dir: string,
