@@ -13,7 +13,6 @@ import {
   referenceLogits,
   startTestEngine,
   type TestEngine,
-  untilDecoding,
 } from './testing.js';
 import { TextDecoder } from './text-decoder.js';
 
@@ -194,7 +193,7 @@ describe('EngineCore', () => {
     });
     // Abort once the request is decoding, not after a fixed delay: on a fast machine the test
     // model's 150 tokens took less than 30 ms, and the request finished first.
-    await untilDecoding(engine, 'long');
+    await engine.untilDecoding('long');
     engine.core.abort('long');
     const f = await pending;
     expect(f.finishReasons).toEqual(['abort']);

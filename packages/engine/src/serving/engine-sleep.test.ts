@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { EngineUnavailableError } from './errors.js';
-import { promptIds, startTestEngine, type TestEngine, untilDecoding } from './testing.js';
+import { promptIds, startTestEngine, type TestEngine } from './testing.js';
 
 let engine: TestEngine | undefined;
 afterEach(async () => {
@@ -79,7 +79,7 @@ describe('EngineCore sleep and wake (poisoned memory: stale reads turn into NaN)
     const ref = await engine.run({ requestId: 'ref', promptTokenIds: p, sampling: greedy(60) });
 
     const aborted = engine.submit({ requestId: 'a', promptTokenIds: p, sampling: greedy(200) });
-    await untilDecoding(engine, 'a'); // mid-flight whatever the machine's speed
+    await engine.untilDecoding('a'); // mid-flight whatever the machine's speed
     await engine.core.sleep({ level: 1, mode: 'abort' });
     const a = await aborted;
     expect(a.finishReasons).toEqual(['abort']);
@@ -111,7 +111,7 @@ describe('EngineCore sleep and wake (poisoned memory: stale reads turn into NaN)
       sampling: greedy(230),
     });
     // Mid-flight, with far more tokens left (229, ≥ 40 ms on a fast machine) than the drain allows.
-    await untilDecoding(engine, 'l');
+    await engine.untilDecoding('l');
     await engine.core.sleep({ level: 1, mode: 'wait', drainTimeoutMs: 5 });
     expect((await long).finishReasons).toEqual(['abort']);
     expect(engine.core.status().state).toBe('sleeping');

@@ -27,6 +27,11 @@ export interface TestEngine extends Engine {
   submit(request: EngineRequest): Promise<Finished>;
   /** Every output batch seen, in order. */
   batches: CompletionOutput[][];
+  /**
+   * Resolves once `requestId` has streamed a token (it is decoding), so a test can end it
+   * mid-flight without guessing how fast the machine is; rejects after `timeoutMs`.
+   */
+  untilDecoding(requestId: string, timeoutMs?: number): Promise<void>;
 }
 
 /** A started engine on a fixture model (prefix caching on, small KV pool by default). */
@@ -36,12 +41,19 @@ export async function startTestEngine(config: EngineConfig = {}): Promise<TestEn
     { n: number; done: number; f: Finished; resolve: (f: Finished) => void }
   >();
   const batches: CompletionOutput[][] = [];
+  const streamed = new Set<string>(); // requests that produced a token
+  const decodingWaiters = new Map<string, Array<() => void>>();
   const engine = await createEngine(
     { model: LLAMA, maxModelLen: 256, numGpuBlocksOverride: 128, ...config },
     {
       onOutputs: (outs) => {
         batches.push(outs);
         for (const o of outs) {
+          if (o.tokenIds.length > 0 && !streamed.has(o.requestId)) {
+            streamed.add(o.requestId);
+            for (const wake of decodingWaiters.get(o.requestId) ?? []) wake();
+            decodingWaiters.delete(o.requestId);
+          }
           const w = waiters.get(o.requestId);
           if (!w) continue;
           w.f.outputs.push(o);
@@ -78,26 +90,20 @@ export async function startTestEngine(config: EngineConfig = {}): Promise<TestEn
     }
     return p;
   };
-  return { ...engine, batches, submit, run: submit };
-}
-
-/**
- * Resolves once `requestId` has streamed a token (it is decoding), so a test can end it mid-flight
- * without guessing how fast the machine is; rejects after `timeoutMs`.
- */
-export async function untilDecoding(
-  engine: TestEngine,
-  requestId: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const decoding = () =>
-    engine.batches.some((b) => b.some((o) => o.requestId === requestId && o.tokenIds.length > 0));
-  while (!decoding()) {
-    if (Date.now() > deadline)
-      throw new Error(`request '${requestId}' streamed no token within ${timeoutMs} ms`);
-    await new Promise((r) => setImmediate(r));
-  }
+  const untilDecoding = (requestId: string, timeoutMs = 10_000) =>
+    new Promise<void>((resolve, reject) => {
+      if (streamed.has(requestId)) return resolve();
+      const timer = setTimeout(
+        () => reject(new Error(`request '${requestId}' streamed no token within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      decodingWaiters.set(requestId, [...(decodingWaiters.get(requestId) ?? []), wake]);
+    });
+  return { ...engine, batches, submit, run: submit, untilDecoding };
 }
 
 /** A CPU ModelRunner over the checkpoint in `dir` (64 KV blocks, 512 tokens) for `fn`, then torn down. */
