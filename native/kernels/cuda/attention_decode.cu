@@ -78,8 +78,14 @@ __device__ void decode_impl(const AttnArgs& a) {
   const int h0 = g * group + chunk * 16, nrows = min(16, group - chunk * 16);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const bool reporter = threadIdx.x == 0 && blockIdx.y == 0 && split == 0;
-  grid_dep_wait();  // launched with programmatic dependent launch: q and the cache come from before
-  grid_dep_launch();
+  // Launched with programmatic dependent launch: q and the cache come from before, and an earlier
+  // call's combine may still read the partials, so those wait for grid_dep_wait. Metadata the
+  // previous kernel did not write (a.host_metadata) loads before it, while that kernel drains.
+  const bool early = a.host_metadata != 0;
+  if (!early) {
+    grid_dep_wait();
+    grid_dep_launch();
+  }
   TokenCtx ctx = token_ctx(a, t, reporter);
   if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
     // Longer than the maxSeqLen the call was planned for (options.maxSeqLen is a promise): refuse.
@@ -96,6 +102,10 @@ __device__ void decode_impl(const AttnArgs& a) {
   float* part_ml = reinterpret_cast<float*>(a.part_ml);
   const int64_t prow = static_cast<int64_t>(t) * a.num_heads;  // partial rows of this token
   if (ctx.kend < 0 || k_begin >= k_stop) {
+    if (early) {
+      grid_dep_wait();
+      grid_dep_launch();
+    }
     if (!direct && !merge_here) {
       // Nothing to attend in this split: an empty partial for combine_kernel.
       for (int r = threadIdx.x; r < nrows; r += kThreads) {
@@ -131,6 +141,10 @@ __device__ void decode_impl(const AttnArgs& a) {
     }
   }
   __syncthreads();
+  if (early) {
+    grid_dep_wait();
+    grid_dep_launch();
+  }
 
   const uint32_t q_tile = smem_u32(smem);
   const uint32_t kv0 = q_tile + 16 * HD * 2;  // stage s: K at kv0 + 2s·TILE, V right after

@@ -81,7 +81,11 @@ struct AttnArgs {
   uint64_t counters;
   // Decode: no split of a token's keys is shorter than this (whole key tiles; the host plans 64
   // when the batch alone leaves most of the GPU idle, else 256). 0 reads as 256.
-  int32_t min_split_keys, pad_msk;
+  int32_t min_split_keys;
+  // Decode: 1 when the metadata (block tables, sequence lengths, query starts) is not an output of
+  // the kernel enqueued right before this one (the host uploaded it, or an earlier kernel wrote
+  // it): the decode kernel then reads it while that kernel drains, before its grid_dep_wait.
+  int32_t host_metadata;
 };
 
 // Small-batch linear (x_gemv_*): out = epilogue(prologue(x) · wᵀ + bias) for 1..kGemvMaxRows rows

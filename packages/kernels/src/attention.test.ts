@@ -201,4 +201,25 @@ describe('pagedAttention', () => {
     });
     await expect(stream.synchronize()).rejects.toThrow();
   });
+
+  it('accepts hostMetadata (ignored on the CPU) and rejects a non-boolean one', async () => {
+    const kc = arena.f32([2, 4, 1, 8], randomF32(64, rng(6)));
+    const q = arena.f32([1, 8], randomF32(8, rng(7)));
+    const meta = () => ({
+      blockTables: arena.i32([1, 1], [0]),
+      seqLens: arena.i32([1], [3]),
+      queryStartLoc: arena.i32([2], [0, 1]),
+      scale: 0.3,
+    });
+    const a = arena.f32([1, 8]);
+    const b = arena.f32([1, 8]);
+    pagedAttention(stream, a, q, kc, kc, meta());
+    pagedAttention(stream, b, q, kc, kc, { ...meta(), hostMetadata: true });
+    await stream.synchronize();
+    expect(arena.read(b)).toEqual(arena.read(a));
+    const bad = { ...meta(), hostMetadata: 1 as unknown as boolean };
+    expect(() => pagedAttention(stream, arena.f32([1, 8]), q, kc, kc, bad)).toThrow(
+      /a boolean for options\.hostMetadata/,
+    );
+  });
 });

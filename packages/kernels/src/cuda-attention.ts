@@ -89,6 +89,7 @@ export function pagedAttentionCuda(
     counters: counters?.ptr,
     maxSeqLen,
     decode: options.decode === undefined ? -1 : options.decode ? 1 : 0,
+    hostMetadata: options.hostMetadata === true ? 1 : 0,
     dtype: DTYPE_CODE[dtype],
   };
   callNative(() => cudaNative().cudaPagedAttention(stream.nativeHandle, params));

@@ -38,6 +38,14 @@ export interface PagedAttentionOptions {
    * Both kernels compute the same result for any batch.
    */
   decode?: boolean;
+  /**
+   * CUDA: true when blockTables, seqLens and queryStartLoc are not outputs of the kernel enqueued
+   * right before this call on the stream (they were uploaded, or written by an earlier kernel).
+   * The decode kernel then reads them while that kernel still runs (programmatic dependent
+   * launch), ~1 µs sooner per call at batch 1. Default false: they are read after it finished.
+   * The CPU ignores it.
+   */
+  hostMetadata?: boolean;
 }
 
 /**
@@ -57,6 +65,9 @@ export function pagedAttention(
   vCache: Tensor,
   options: PagedAttentionOptions,
 ): void {
+  if (options?.hostMetadata !== undefined && typeof options.hostMetadata !== 'boolean') {
+    throw new InvalidArgumentError('options.hostMetadata', 'a boolean', options.hostMetadata);
+  }
   if (isCudaStream(stream)) {
     pagedAttentionCuda(stream, out, q, kCache, vCache, options);
     return;

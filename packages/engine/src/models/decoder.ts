@@ -263,6 +263,9 @@ export class DecoderModel {
         ? { counters: options.attentionCounters }
         : {}),
       ...(options.decode === undefined ? {} : { decode: options.decode }),
+      // Uploaded with the step's inputs; the kernels right before attention (qkv, or rotary and
+      // the cache write) never write them.
+      hostMetadata: true,
     };
     const mm = options.matmulWorkspace ? { workspace: options.matmulWorkspace } : {};
     const linear = (out: Tensor, x: Tensor, lin: Linear) =>

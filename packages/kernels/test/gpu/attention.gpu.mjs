@@ -39,6 +39,7 @@ async function runCase({
   maxSeqLen,
   counters = false,
   maxBlocks: minMaxBlocks = 0,
+  hostMetadata,
 }) {
   const rand = rng(seed);
   const need = seqs.map((s) => Math.ceil(s.ctx / bs));
@@ -109,6 +110,7 @@ async function runCase({
       ...(cnt ? { counters: cnt } : {}),
       ...(dec === undefined ? {} : { decode: dec }),
       ...(maxSeqLen ? { maxSeqLen } : {}),
+      ...(hostMetadata === undefined ? {} : { hostMetadata }),
     },
   );
   const got = await gpu.readF32(out);
@@ -182,10 +184,12 @@ for (const dtype of ['bf16', 'f16']) {
         ctx: 1 + Math.floor(rand() * big(4096, 300)),
         qlen: 1,
       }));
-      for (const [workspace, counters] of [
-        [true, false],
-        [false, false],
-        [true, true],
+      for (const [workspace, counters, hostMetadata] of [
+        [true, false, false],
+        [false, false, false],
+        [true, true, false],
+        [true, false, true],
+        [true, true, true],
       ]) {
         const { got, want } = await runCase({
           dtype,
@@ -196,9 +200,15 @@ for (const dtype of ['bf16', 'f16']) {
           bs: 16,
           workspace,
           counters,
+          hostMetadata,
           seed: 5,
         });
-        assertClose(`decode workspace=${workspace} counters=${counters}`, got, want, dtype);
+        assertClose(
+          `decode workspace=${workspace} counters=${counters} hostMetadata=${hostMetadata}`,
+          got,
+          want,
+          dtype,
+        );
       }
     });
 
@@ -345,9 +355,10 @@ describe('pagedAttention bad metadata on the GPU', () => {
       encode('bf16', new Float32Array(4 * bs * 64).fill(0.5)),
     );
     await gpu.write(q, encode('bf16', new Float32Array(128).fill(0.25)));
-    for (const [dec, seqLen] of [
-      [true, 33],
-      [false, 33],
+    for (const [dec, seqLen, hostMetadata] of [
+      [true, 33, false],
+      [true, 33, true],
+      [false, 33, false],
     ]) {
       const out = gpu.tensor('bf16', [2, 64]);
       pagedAttention(gpu.stream, out, q, cache, cache, {
@@ -356,6 +367,7 @@ describe('pagedAttention bad metadata on the GPU', () => {
         queryStartLoc: await gpu.upload('i32', [3], Int32Array.from([0, 1, 2])),
         scale: 0.125,
         decode: dec,
+        hostMetadata,
       });
       await assert.rejects(
         checkKernelErrors(gpu.stream),
@@ -364,7 +376,7 @@ describe('pagedAttention bad metadata on the GPU', () => {
       const bits = await gpu.read(out);
       assert.ok(
         bits.subarray(64).every((b) => b === 0xffff),
-        `decode=${dec}: the bad sequence's row is not NaN`,
+        `decode=${dec} hostMetadata=${hostMetadata}: the bad sequence's row is not NaN`,
       );
       assert.ok(
         Number.isFinite(decode('bf16', bits.subarray(0, 64))[0]),

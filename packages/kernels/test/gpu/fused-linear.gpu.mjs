@@ -371,12 +371,15 @@ describe('fusedLinear on CUDA', () => {
       maxTokens: 1,
     });
     const attnWs = gpu.tensor('u8', [Math.max(256, wsBytes)]);
-    const attend = () =>
+    // hostMetadata: the decode kernel reads the (host-written) metadata before its wait.
+    const attend = (hostMetadata) =>
       pagedAttention(gpu.stream, out, qkv.slice(1, 0, nq * hd), kc, vc, {
         ...meta,
         workspace: attnWs,
+        hostMetadata,
       });
-    for (let step = 0; step < 8; step++) {
+    for (let step = 0; step < 16; step++) {
+      const hostMetadata = step % 2 === 1;
       const p = ctx0 + step;
       await gpu.write(pos, Int32Array.from([p]));
       await gpu.write(slot, BigInt64Array.from([BigInt(p)]));
@@ -397,20 +400,20 @@ describe('fusedLinear on CUDA', () => {
           slotMapping: slot,
         },
       });
-      attend();
+      attend(hostMetadata);
       const behind = await gpu.read(out);
       await checkKernelErrors(gpu.stream);
       gpu.poison(out);
-      attend();
+      attend(false);
       const settled = await gpu.read(out);
       assert.ok(
         decode(dtype, behind).every(Number.isFinite),
-        `step ${step}: attention output finite`,
+        `step ${step} (hostMetadata ${hostMetadata}): attention output finite`,
       );
       assert.deepEqual(
         behind,
         settled,
-        `step ${step}: attention behind the projection = attention after it`,
+        `step ${step} (hostMetadata ${hostMetadata}): attention behind the projection = attention after it`,
       );
     }
   });
