@@ -91,8 +91,6 @@ export class Workspace {
   readonly #allocator: Allocator;
   readonly #staging: HostBuffer;
   readonly #inputBytes: number;
-  /** Offset of the block tables (the last input) in the staging slot and the mirror. */
-  readonly #tablesAt: number;
   /** Offsets of each input in a staging slot (and in the mirror). */
   readonly #inputOffsets: Record<string, number>;
   /** Per staging slot: the event recorded after the upload that last read it. */
@@ -161,7 +159,6 @@ export class Workspace {
     ];
     const il = layout(inputs.map(([, d, sh]) => numel(sh) * dtypeSize(d)));
     this.#inputBytes = il.total;
-    this.#tablesAt = il.offsets[inputs.length - 1]!;
     const slots = s.stagingSlots;
     this.#uploaded = new Array<Event | undefined>(slots).fill(undefined);
     const logitsBytes = b * s.vocab * 4;
@@ -197,7 +194,8 @@ export class Workspace {
     if (!Number.isInteger(seqs) || seqs < 0 || seqs > this.shape.seqs) {
       throw new InvalidArgumentError('seqs', `an integer in [0, ${this.shape.seqs}]`, seqs);
     }
-    return this.#tablesAt + seqs * this.shape.maxBlocksPerSeq * 4;
+    // The block tables are the last input (see the constructor).
+    return this.#inputOffsets.blockTables! + seqs * this.shape.maxBlocksPerSeq * 4;
   }
 
   /** A typed-array view of one input in the current staging slot (JS writes the step's inputs here). */
