@@ -265,6 +265,44 @@ Napi::Value IndexCopy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// copyWithIndexCopy: `bytes` (a multiple of 4) from src to dst, then dst's words dstWord[k] (sorted
+// ascending by the TS layer, which checked every index) from feed[srcIndex[k]]: the first
+// kIndexCopyMax pairs inside the copy's own launch, the rest as index copies after it.
+Napi::Value CopyIndexed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Call c = cuda_call(env, info[0]);
+  Napi::Object o = info[1].As<Napi::Object>();
+  const int64_t bytes = i64(o, "bytes");
+  xk::CopyIndexedArgs a{};
+  a.dst = buffer(env, c, o, "dst", static_cast<uint64_t>(bytes));
+  a.src = buffer(env, c, o, "src", static_cast<uint64_t>(bytes));
+  a.words = bytes / 4;
+  Napi::Int32Array dw = o.Get("dstWord").As<Napi::Int32Array>();
+  Napi::Int32Array si = o.Get("srcIndex").As<Napi::Int32Array>();
+  const size_t n = dw.ElementLength();
+  if (n > 0) a.feed = buffer(env, c, o, "feed", static_cast<uint64_t>(i64(o, "feedNumel")) * 4);
+  a.n = static_cast<int32_t>(std::min<size_t>(xk::kIndexCopyMax, n));
+  for (int k = 0; k < a.n; k++) {
+    a.dst_word[k] = dw[k];
+    a.src_index[k] = si[k];
+  }
+  a.lo = a.n > 0 ? a.dst_word[0] : 0;
+  a.hi = a.n > 0 ? a.dst_word[a.n - 1] : -1;
+  check(env, gpu::launch_copy_indexed(*c.rt, c.cu, a));
+  for (size_t k0 = xk::kIndexCopyMax; k0 < n; k0 += xk::kIndexCopyMax) {
+    xk::IndexCopyArgs r{};
+    r.dst = a.dst;
+    r.src = a.feed;
+    r.n = static_cast<int32_t>(std::min<size_t>(xk::kIndexCopyMax, n - k0));
+    for (int k = 0; k < r.n; k++) {
+      r.dst_index[k] = dw[k0 + k];
+      r.src_index[k] = si[k0 + k];
+    }
+    check(env, gpu::launch_index_copy(*c.rt, c.cu, r));
+  }
+  return env.Undefined();
+}
+
 // attentionPlan(stream, params) -> {kind, splits, workspaceBytes}: what pagedAttention would do.
 Napi::Value AttentionPlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -525,7 +563,7 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
       {"cudaReshapeAndCache", ReshapeAndCache}, {"cudaPagedAttention", PagedAttention},
       {"cudaAttentionPlan", AttentionPlan}, {"cudaMatmul", Matmul},
       {"cudaSample", Sample},             {"cudaFetchErrors", FetchErrors},
-      {"cudaIndexCopy", IndexCopy},       {"cudaFusedLinear", FusedLinear},
+      {"cudaIndexCopy", IndexCopy}, {"cudaCopyIndexed", CopyIndexed},       {"cudaFusedLinear", FusedLinear},
       {"cudaReadErrors", ReadErrors},     {"cudaInfo", Info},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));

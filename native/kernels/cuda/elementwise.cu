@@ -271,6 +271,34 @@ extern "C" __global__ void x_index_copy_u32(IndexCopyArgs a) {
     reinterpret_cast<uint32_t*>(a.dst)[a.dst_index[k]] = reinterpret_cast<const uint32_t*>(a.src)[a.src_index[k]];
   }
 }
+using xk::CopyIndexedArgs;
+
+// The copy of CopyIndexedArgs, one word per thread (grid-stride); a word in [lo, hi] looks itself
+// up in the sorted dst_word list (in the parameter bank) and takes its fed value when named.
+extern "C" __global__ void x_copy_indexed_u32(const __grid_constant__ CopyIndexedArgs a) {
+  const auto* src = reinterpret_cast<const uint32_t*>(a.src);
+  const auto* feed = reinterpret_cast<const uint32_t*>(a.feed);
+  auto* dst = reinterpret_cast<uint32_t*>(a.dst);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t w = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; w < a.words; w += stride) {
+    int found = -1;
+    if (a.n > 0 && w >= a.lo && w <= a.hi) {
+      int l = 0, r = a.n - 1;
+      while (l <= r) {
+        const int m = (l + r) >> 1;
+        const int64_t d = a.dst_word[m];
+        if (d == w) {
+          found = m;
+          break;
+        }
+        if (d < w) l = m + 1;
+        else r = m - 1;
+      }
+    }
+    dst[w] = found >= 0 ? feed[a.src_index[found]] : src[w];
+  }
+}
+
 using xk::EmbeddingArgs;
 using xk::RmsNormArgs;
 using xk::RotaryArgs;

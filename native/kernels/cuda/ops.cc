@@ -79,6 +79,15 @@ Status launch_index_copy(const DeviceRuntime& rt, cuda::CUstream s, const xk::In
   return run(rt, s, "x_index_copy_u32", {1}, {static_cast<unsigned>(xk::kIndexCopyMax)}, 0, &args);
 }
 
+Status launch_copy_indexed(const DeviceRuntime& rt, cuda::CUstream s, const xk::CopyIndexedArgs& a) {
+  if (a.words <= 0) return Status::Ok();
+  xk::CopyIndexedArgs args = a;
+  // Small copies (a decode step's inputs: a few KB) are bound by the host link's latency, large
+  // ones by its bandwidth: enough blocks to keep many reads in flight, one word per thread.
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div(a.words, 256), int64_t{rt.multiprocessors()} * 4));
+  return run(rt, s, "x_copy_indexed_u32", {std::max(1u, blocks)}, {256}, 0, &args);
+}
+
 namespace {
 constexpr int kPrefillRows = 64, kKeyTile = 64;
 unsigned prefill_smem(int hd) { return static_cast<unsigned>(kPrefillRows * hd * 2 + 2 * 2 * kKeyTile * hd * 2); }

@@ -16,6 +16,7 @@ Status launch_rotary(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const
 Status launch_silu_and_mul(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::SiluArgs& a);
 Status launch_cache_write(const DeviceRuntime& rt, cuda::CUstream s, int dtype, const xk::CacheWriteArgs& a);
 Status launch_index_copy(const DeviceRuntime& rt, cuda::CUstream s, const xk::IndexCopyArgs& a);
+Status launch_copy_indexed(const DeviceRuntime& rt, cuda::CUstream s, const xk::CopyIndexedArgs& a);
 
 // How paged attention will run for a batch (also what the workspace must hold).
 struct AttnPlan {

@@ -127,6 +127,18 @@ struct IndexCopyArgs {
   int32_t src_index[kIndexCopyMax];
 };
 
+// dst[w] = src[w] for every 4-byte word w < words, except the words named in dst_word (sorted, all
+// inside the copy, each in [lo, hi]): those take feed[src_index[k]] instead. Either side may be
+// pinned host memory (a step's staged inputs, the ids the sampler wrote to the host). Pairs beyond
+// kIndexCopyMax follow as IndexCopyArgs launches.
+struct CopyIndexedArgs {
+  uint64_t dst, src, feed;
+  int64_t words;
+  int32_t n, lo, hi, pad;
+  int32_t dst_word[kIndexCopyMax];
+  int32_t src_index[kIndexCopyMax];
+};
+
 // One row of a sampling batch as packed by the TS layer (SAMPLE_ROW_BYTES = 80 there).
 struct SampleRowParams {
   float temperature, top_p, min_p, repetition, presence, frequency;

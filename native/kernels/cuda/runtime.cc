@@ -57,7 +57,7 @@ std::vector<Module> modules() {
     gemv.functions.push_back(n.c_str());
     if (n.find("_n") != std::string::npos) gemv.big_smem.push_back(n.c_str());  // x rows staged in smem
   }
-  Module ew{x_kernels_fatbin_elementwise, {"x_index_copy_u32"}, {}};
+  Module ew{x_kernels_fatbin_elementwise, {"x_index_copy_u32", "x_copy_indexed_u32"}, {}};
   for (const auto& n : *names) ew.functions.push_back(n.c_str());
   return {
       ew,

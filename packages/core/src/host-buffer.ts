@@ -1,6 +1,8 @@
 import { type Device, type DeviceName, parseDevice, requireCuda } from './device.js';
+import { type DType, dtypeSize } from './dtype.js';
 import { callNative, DisposedError, InvalidArgumentError } from './errors.js';
 import { type NativeHandle, native } from './native.js';
+import { Tensor } from './tensor.js';
 
 export interface HostBufferOptions {
   /**
@@ -59,6 +61,33 @@ export class HostBuffer {
   get buffer(): ArrayBuffer {
     if (this.#buffer === undefined) throw new DisposedError('HostBuffer');
     return this.#buffer;
+  }
+
+  /**
+   * A contiguous `dtype` tensor of `shape` over this memory from byte `offset`, on the device this
+   * memory is pinned for: kernels of that device read and write it in place (pinned host memory has
+   * the same address on the GPU under unified addressing; each access crosses the host link), and
+   * CPU kernels a "cpu" buffer. The view owns nothing: keep the buffer until they ran.
+   */
+  tensor(dtype: DType, shape: readonly number[], offset = 0): Tensor {
+    if (this.#buffer === undefined) throw new DisposedError('HostBuffer');
+    const size = dtypeSize(dtype);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % size !== 0) {
+      throw new InvalidArgumentError(
+        'offset',
+        `a multiple of ${size} (the ${dtype} size) >= 0`,
+        offset,
+      );
+    }
+    const t = new Tensor({ ptr: this.ptr + BigInt(offset), dtype, shape, device: this.device });
+    if (offset + t.numel * size > this.byteLength) {
+      throw new InvalidArgumentError(
+        'shape',
+        `at most ${this.byteLength - offset} bytes from offset ${offset} (the buffer's end)`,
+        `[${shape.join(', ')}] of ${dtype} (${t.numel * size} bytes)`,
+      );
+    }
+    return t;
   }
 
   /**

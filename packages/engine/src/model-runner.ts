@@ -7,7 +7,7 @@ import {
   Tensor,
 } from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
-import { indexCopy, ropeCosSinCache } from '@x/kernels';
+import { ropeCosSinCache } from '@x/kernels';
 import type { ModelConfig } from './config.js';
 import type { WeightSource } from './models/architecture.js';
 import { DecoderModel } from './models/decoder.js';
@@ -143,7 +143,9 @@ export class ModelRunner {
   /** Completion events of finished steps, reused (each CUDA event keeps a notify stream). */
   readonly #events: Event[] = [];
   /** The step enqueued last: the one a fed-back token comes from. */
-  #last: { sampledRows: boolean[] | null; result: Promise<ExecuteResult> } | undefined;
+  #last:
+    | { sampledRows: boolean[] | null; sampledIds?: Tensor; result: Promise<ExecuteResult> }
+    | undefined;
   /** Set when `activations` (where sampled ids wait to be fed back) went to sleep since. */
   readonly #slept = { activations: false };
   #disposed = false;
@@ -325,9 +327,15 @@ export class ModelRunner {
     const v = this.config.vocabSize;
     const step: InFlight = { n, v, wantLogits, timeoutMs, ws };
     try {
-      ws.upload(s, rows);
-      // Tokens the previous step sampled, still on the device, into this step's input ids.
-      if (fed.dst.length > 0) indexCopy(s, ws.ids, fed.dst, this.#sampler.sampledIds(), fed.src);
+      // With the tokens the previous step sampled (where its sampler wrote them, not yet read by
+      // the host) going into this step's input ids.
+      ws.upload(
+        s,
+        rows,
+        fed.dst.length > 0
+          ? { dstIndex: fed.dst, src: last!.sampledIds!, srcIndex: fed.src }
+          : undefined,
+      );
       let allT: Tensor | undefined;
       if (options.allLogits) {
         step.all = HostBuffer.alloc(tokens * v * 4, cuda ? { device: s.device } : {});
@@ -375,7 +383,11 @@ export class ModelRunner {
       () => this.#inflight.delete(result),
       () => this.#inflight.delete(result),
     );
-    this.#last = { sampledRows: sampleReq ? sampleReq.rows.map((r) => r !== null) : null, result };
+    this.#last = {
+      sampledRows: sampleReq ? sampleReq.rows.map((r) => r !== null) : null,
+      ...(step.readback ? { sampledIds: step.readback.sampledIds } : {}),
+      result,
+    };
     return { result };
   }
 

@@ -1,7 +1,10 @@
-import { type DType, InvalidArgumentError, Stream, type Tensor } from '@x/core';
+import { DTYPES, type DType, InvalidArgumentError, Stream, type Tensor } from '@x/core';
 import type { NativeMat } from './native.js';
 
 /** Argument checks shared by the kernels: each names the tensor and says expected vs received. */
+
+/** Every dtype (for arguments whose bytes a kernel moves without reading them as numbers). */
+export const DTYPE_NAMES = Object.keys(DTYPES) as DType[];
 
 /** The stream's native handle; the stream must be a CPU stream (the CUDA kernels come later). */
 export function cpuStream(stream: Stream): bigint {

@@ -25,6 +25,7 @@ export interface KernelsCudaNative {
   cudaMatmul(stream: bigint, params: Params): void;
   cudaSample(stream: bigint, params: Params): void;
   cudaIndexCopy(stream: bigint, params: Params): void;
+  cudaCopyIndexed(stream: bigint, params: Params): void;
   cudaFusedLinear(stream: bigint, params: Params): void;
   cudaFetchErrors(stream: bigint): void;
   cudaReadErrors(device: number): string | undefined;

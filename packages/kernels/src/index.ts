@@ -18,7 +18,7 @@ export {
   type FusedLinearOptions,
   fusedLinear,
 } from './fused-linear.js';
-export { indexCopy } from './index-copy.js';
+export { type CopyIndexCopy, copyWithIndexCopy, indexCopy } from './index-copy.js';
 export { checkKernelErrors, type GpuKernelInfo, gpuKernelInfo } from './kernel-errors.js';
 export { type MatmulOptions, matmul } from './matmul.js';
 export { cpuKernelInfo } from './native.js';

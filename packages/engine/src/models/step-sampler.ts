@@ -32,21 +32,24 @@ export interface StepSamples {
 /** Rows that sample nothing still go through the kernel (one call per step): greedy is cheapest. */
 const IDLE_ROW: SamplingRow = { temperature: 0 };
 
-/** Where one step's samples are read back: host memory of its own until {@link StepSampler.read}. */
+/** Where one step's samples land: host memory of its own until {@link StepSampler.read}. */
 export interface SampleReadback {
   readonly host: HostBuffer;
   readonly rows: number;
   readonly numTop: number;
+  /** i32 [rows] in `host`: the sampled ids, where the next step's fed-back tokens are copied from. */
+  readonly sampledIds: Tensor;
 }
 
 /**
  * Samples a step's last-token logits on the runner's device and stream (@x/kernels' sample), so
- * only the sampled ids — and log-probabilities when asked — cross to the host. The device outputs
- * and scratch are sized for the largest batch seen and stay put between steps: the sampled ids at
- * their start (`sampledIds`) are what the next step's fed-back tokens are copied from, on the
- * stream. Growing them (`grow`) frees the old ones, so the runner only grows with its stream idle.
- * Each step reads back into pinned host memory of its own (a small pool), so several steps can be
- * in flight. Never captured in a CUDA graph (sampling's per-row parameters are staged per call).
+ * only the sampled ids — and log-probabilities when asked — cross to the host. The sampling kernel
+ * writes them straight into pinned host memory of the step's own (HostBuffer.tensor: no copy
+ * engine, no device copy), from a small pool, so several steps can be in flight; the next step's
+ * fed-back tokens are copied from there (`SampleReadback.sampledIds`), on the stream. The scratch
+ * and the pool's buffers are sized for the largest batch seen; growing them (`grow`) frees the old
+ * ones, so the runner only grows with its stream idle. Never captured in a CUDA graph (sampling's
+ * per-row parameters are staged per call).
  */
 export class StepSampler {
   readonly #allocator: Allocator;
@@ -54,7 +57,7 @@ export class StepSampler {
   #rows = 0;
   #numTop = 0;
   #scratch: Allocation | undefined;
-  #outputs: Allocation | undefined;
+  /** Read-backs not in use, each of `#offset(5, #rows, #numTop)` bytes. */
   readonly #free: HostBuffer[] = [];
 
   constructor(allocator: Allocator, vocabSize: number) {
@@ -90,17 +93,16 @@ export class StepSampler {
     return rows > this.#rows || numTop > this.#numTop;
   }
 
-  /** Sizes the device outputs and scratch for `rows` × `numTop`. The stream must be idle. */
+  /**
+   * Sizes the scratch and the read-backs for `rows` × `numTop`. The stream must be idle and every
+   * read-back released (the old ones are freed: a step in flight may still read its sampled ids).
+   */
   grow(rows: number, numTop: number): void {
     if (!this.needsGrow(rows, numTop)) return;
     const r = Math.max(rows, this.#rows);
     const top = Math.max(numTop, this.#numTop);
-    this.#freeDevice();
+    this.#freeAll();
     const device = this.#allocator.device;
-    this.#outputs = this.#allocator.alloc(this.#offset(5, r, top), {
-      tag: 'activations',
-      owner: 'sampler.outputs',
-    });
     if (device.kind === 'cuda') {
       this.#scratch = this.#allocator.alloc(sampleWorkspaceBytes(r, this.#vocab), {
         tag: 'activations',
@@ -111,18 +113,10 @@ export class StepSampler {
     this.#numTop = top;
   }
 
-  /** i32 [capacity]: row i holds the token the last step sampled for its row i. */
-  sampledIds(): Tensor {
-    if (this.#outputs === undefined) {
-      throw new InvalidArgumentError('sampler', 'a StepSampler that has sampled', 'none yet');
-    }
-    return this.#outputs.tensor('i32', [this.#rows]);
-  }
-
   /**
-   * Enqueues sampling of `logits` ([B, V] f32, the step's last-token logits) and the read-back of
-   * the results on `stream` (the outputs must fit: grow first). Call {@link read} with the result
-   * once the stream has run it (or {@link release} if the step failed).
+   * Enqueues sampling of `logits` ([B, V] f32, the step's last-token logits) on `stream`, into a
+   * read-back of its own (the batch must fit: grow first). Call {@link read} with the result once
+   * the stream has run it (or {@link release} if the step failed).
    */
   enqueue(stream: Stream, logits: Tensor, request: SampleRequest): SampleReadback {
     const b = logits.shape[0]!;
@@ -135,12 +129,10 @@ export class StepSampler {
       );
     }
     const wantLp = request.logprobs === true;
-    const out = this.#outputs!;
-    const t = (i: number, dtype: 'i32' | 'f32', shape: number[]) =>
-      out.tensor(dtype, shape, this.#offset(i, b, numTop));
     const rows = request.rows.map((r) => r ?? IDLE_ROW);
-    const bytes = this.#offset(5, b, numTop);
-    const host = this.#acquire(bytes);
+    const host = this.#acquire();
+    const t = (i: number, dtype: 'i32' | 'f32', shape: number[]) =>
+      host.tensor(dtype, shape, this.#offset(i, b, numTop));
     try {
       sample(
         stream,
@@ -155,12 +147,11 @@ export class StepSampler {
         },
         stream.device.kind === 'cuda' ? { workspace: this.#scratchTensor(b) } : {},
       );
-      stream.copy(host.ptr, out.ptr, bytes);
     } catch (err) {
       this.#free.push(host);
       throw err;
     }
-    return { host, rows: b, numTop };
+    return { host, rows: b, numTop, sampledIds: t(0, 'i32', [b]) };
   }
 
   /** The results of a step's {@link enqueue} (after its stream ran it); its memory is reused after. */
@@ -190,31 +181,32 @@ export class StepSampler {
 
   /** Returns a read-back's host memory to the pool without reading it (a failed step). */
   release(readback: SampleReadback): void {
-    if (!this.#free.includes(readback.host)) this.#free.push(readback.host);
+    const h = readback.host;
+    if (this.#free.includes(h)) return;
+    // One taken before a grow is too small to hand out again.
+    if (h.byteLength < this.#offset(5, this.#rows, this.#numTop)) h.dispose();
+    else this.#free.push(h);
   }
 
   /** Frees the scratch and buffers (the stream must be idle and every read-back released). */
   dispose(): void {
-    this.#freeDevice();
-    for (const h of this.#free) h.dispose();
-    this.#free.length = 0;
+    this.#freeAll();
     this.#rows = this.#numTop = 0;
   }
 
-  #freeDevice(): void {
+  #freeAll(): void {
     if (this.#scratch) this.#allocator.free(this.#scratch);
-    if (this.#outputs) this.#allocator.free(this.#outputs);
-    this.#scratch = this.#outputs = undefined;
+    this.#scratch = undefined;
+    for (const h of this.#free) h.dispose();
+    this.#free.length = 0;
   }
 
-  /** Pinned (on CUDA) host memory of at least `bytes`, from the pool or new. */
-  #acquire(bytes: number): HostBuffer {
-    const i = this.#free.findIndex((h) => h.byteLength >= bytes);
-    if (i >= 0) return this.#free.splice(i, 1)[0]!;
-    // None fits: drop one that is too small (so the pool does not keep growing), allocate.
-    if (this.#free.length > 0) this.#free.pop()!.dispose();
+  /** A read-back of the current capacity (pinned for the device on CUDA), from the pool or new. */
+  #acquire(): HostBuffer {
+    const free = this.#free.pop();
+    if (free !== undefined) return free;
     const device = this.#allocator.device;
-    const size = Math.max(bytes, 4096);
+    const size = Math.max(this.#offset(5, this.#rows, this.#numTop), 4096);
     return HostBuffer.alloc(size, device.kind === 'cuda' ? { device } : {});
   }
 

@@ -9,7 +9,7 @@ import {
   Tensor,
 } from '@x/core';
 import type { Allocation, Allocator } from '@x/cumem';
-import { CpuGraph } from '@x/kernels';
+import { CpuGraph, copyWithIndexCopy } from '@x/kernels';
 
 /** Sizes a workspace is planned for (the bucket: it serves every batch up to these). */
 export interface WorkspaceShape {
@@ -45,6 +45,14 @@ export function bucket(n: number, min: number): number {
 interface Graph {
   launch(stream: Stream): void;
   dispose(): void;
+}
+
+/** Input ids a step takes from memory on the device instead of its staging (Workspace.upload). */
+export interface InputFeed {
+  dstIndex: ArrayLike<number>;
+  /** i32, e.g. the ids the previous step sampled (SampleReadback.sampledIds). */
+  src: Tensor;
+  srcIndex: ArrayLike<number>;
 }
 
 /**
@@ -235,12 +243,23 @@ export class Workspace {
   /**
    * Enqueues the copy of the current slot's inputs to their mirror on `stream` (on CUDA the only
    * host→device traffic of a step) and marks the slot busy until the copy ran. `seqs`: the rows
-   * of the block tables the step's kernels read (default all); later rows are not copied.
+   * of the block tables the step's kernels read (default all); later rows are not copied. `feed`:
+   * input ids taken from device (or pinned host) memory instead of the staging — ids[dstIndex[k]]
+   * = src[srcIndex[k]], the tokens the previous step sampled. On CUDA the copy is one kernel that
+   * reads the pinned staging in place (@x/kernels copyWithIndexCopy): no copy engine, whose
+   * hand-offs with the kernels around it cost several microseconds a step.
    */
-  upload(stream: Stream, seqs: number = this.shape.seqs): void {
+  upload(stream: Stream, seqs: number = this.shape.seqs, feed?: InputFeed): void {
     const bytes = this.uploadBytes(seqs);
-    const from = this.#staging.ptr + BigInt(this.#slot * this.#inputBytes);
-    stream.copy(this.#inputsDevice.ptr, from, bytes);
+    const at = this.#slot * this.#inputBytes;
+    const index =
+      feed === undefined || feed.dstIndex.length === 0 ? undefined : { dst: this.ids, ...feed };
+    copyWithIndexCopy(
+      stream,
+      this.#inputsDevice.tensor('u8', [bytes]),
+      this.#staging.tensor('u8', [bytes], at),
+      index,
+    );
     const e = this.#uploaded[this.#slot] ?? Event.create(stream.device);
     this.#uploaded[this.#slot] = stream.record(e);
   }

@@ -4,8 +4,10 @@
 // the CPU kernel run in f32 on the same (bf16/f16-rounded) inputs.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { HostBuffer } from '../../../core/dist/index.js';
 import {
   checkKernelErrors,
+  copyWithIndexCopy,
   embedding,
   indexCopy,
   reshapeAndCache,
@@ -349,5 +351,66 @@ describe('data-dependent errors on the GPU', () => {
       checkKernelErrors(gpu.stream),
       /positions\[0\] = 9 is outside the cos\/sin cache \[0, 4\)/,
     );
+  });
+});
+
+describe('copyWithIndexCopy on the GPU', () => {
+  // Pinned host memory that kernels address in place (HostBuffer.tensor on the device).
+  const held = [];
+  after(() => {
+    for (const h of held) h.dispose();
+  });
+  const pinned = (words, fill) => {
+    const h = HostBuffer.alloc(words * 4, { device: gpu.stream.device });
+    held.push(h);
+    const v = new Int32Array(h.buffer);
+    for (let i = 0; i < words; i++) v[i] = fill(i);
+    return { h, v, t: h.tensor('i32', [words]) };
+  };
+
+  for (const words of [1, 259, 786_433]) {
+    for (const feedOn of ['device', 'host']) {
+      it(`${words} words from pinned host memory, 300 fed words from ${feedOn} memory`, async () => {
+        const rand = rng(words);
+        const stage = pinned(words, () => Math.floor(rand() * 2 ** 32) - 2 ** 31);
+        const big = gpu.tensor('i32', [words + 64]); // poisoned: the copy must stop at its end
+        const dst = big.slice(0, 0, words);
+        // The fed words: a shuffled subset of a window in the middle of the copy.
+        const lo = Math.floor(words / 3);
+        const win = dst.slice(0, lo, Math.min(words, lo + 1000));
+        const n = Math.min(300, win.numel);
+        const pos = Array.from({ length: win.numel }, (_, i) => i);
+        for (let i = pos.length - 1; i > 0; i--) {
+          const j = Math.floor(rand() * (i + 1));
+          [pos[i], pos[j]] = [pos[j], pos[i]];
+        }
+        const dstIndex = pos.slice(0, n);
+        const fedVals = Int32Array.from({ length: 512 }, (_, i) => 1_000_000 + i);
+        const feed =
+          feedOn === 'device'
+            ? await gpu.upload('i32', [512], fedVals)
+            : pinned(512, (i) => fedVals[i]).t;
+        const srcIndex = Array.from({ length: n }, () => Math.floor(rand() * 512));
+        copyWithIndexCopy(gpu.stream, dst, stage.t, { dst: win, dstIndex, src: feed, srcIndex });
+        const got = await gpu.read(big);
+        const want = new Int32Array(words + 64).fill(-1);
+        want.set(stage.v);
+        dstIndex.forEach((d, k) => {
+          want[lo + d] = fedVals[srcIndex[k]];
+        });
+        assert.deepEqual(got, want);
+        await checkKernelErrors(gpu.stream);
+      });
+    }
+  }
+
+  it('device memory to pinned host memory, no index copy', async () => {
+    const vals = Int32Array.from({ length: 4099 }, (_, i) => (i * 2654435761) | 0);
+    const src = await gpu.upload('i32', [4099], vals);
+    const out = pinned(4100, () => -1);
+    copyWithIndexCopy(gpu.stream, out.t.slice(0, 0, 4099), src);
+    await gpu.stream.synchronize();
+    assert.deepEqual(out.v.subarray(0, 4099), vals);
+    assert.equal(out.v[4099], -1);
   });
 });
