@@ -14,8 +14,10 @@ import { fileURLToPath } from 'node:url';
 import { CudaGraph, devices, Event, HostBuffer, Stream, Tensor } from '../../core/dist/index.js';
 import { Allocator } from '../../cumem/dist/index.js';
 import {
+  copyWithIndexCopy,
   embedding,
   fusedLinear,
+  indexCopy,
   MATMUL_WORKSPACE_BYTES,
   matmul,
   pagedAttention,
@@ -540,6 +542,53 @@ await section('sample', async () => {
     });
   }
   h.dispose();
+  freeAll();
+});
+
+// ---- a step's staged inputs up, with fed-back ids: SM copy vs copy engine ----
+// Each call follows a small kernel (as the upload follows the sampler), so the copy engine's
+// hand-offs with kernels count; the floor is the copy engine's own rate for 32 MiB.
+await section('staged upload', async () => {
+  const big = 32 << 20;
+  const host = HostBuffer.alloc(big, { device: DEV });
+  new Uint8Array(host.buffer).fill(7);
+  const dev = tensor('u8', [big]);
+  const fed = tensor('i32', [256]);
+  const scratch = tensor('i32', [256]);
+  const linkMs = timeIt(() => s.copy(dev.ptr, host.ptr, big), 3);
+  const link = big / (linkMs * 1e-3) / 1e9;
+  const before = () => indexCopy(s, scratch, [0], fed, [1]);
+  for (const bytes of [2048, 65536, 1 << 20, 8 << 20]) {
+    const d = dev.slice(0, 0, bytes);
+    const h = host.tensor('u8', [bytes]);
+    const ids = d.view('i32').slice(0, 0, 16);
+    const index = { dst: ids, dstIndex: [3], src: fed, srcIndex: [5] };
+    const sm = timeIt(() => {
+      before();
+      copyWithIndexCopy(s, d, h, index);
+    }, 20);
+    const ce = timeIt(() => {
+      before();
+      s.copy(d.ptr, h.ptr, bytes);
+      indexCopy(s, ids, [3], fed, [5]);
+    }, 20);
+    for (const [name, ms] of [
+      ['staged upload: one kernel (copyWithIndexCopy)', sm],
+      ['staged upload: copy engine + indexCopy', ce],
+    ]) {
+      report({
+        kernel: name,
+        shape: `${bytes >= 1 << 20 ? `${bytes >> 20} MiB` : `${bytes >> 10} KiB`} after a kernel`,
+        us: ms * 1e3,
+        rate: bytes / (ms * 1e-3) / 1e9,
+        unit: 'GB/s',
+        floor: link,
+        ratio: bytes / (ms * 1e-3) / 1e9 / link,
+        target: 'reported',
+      });
+    }
+  }
+  host.dispose();
   freeAll();
 });
 
