@@ -239,19 +239,11 @@ Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// indexCopy: dst[dstIndex[k]] = src[srcIndex[k]] (4-byte elements), indices checked by the TS layer
-// and passed by value, up to kIndexCopyMax per launch.
-Napi::Value IndexCopy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Call c = cuda_call(env, info[0]);
-  Napi::Object o = info[1].As<Napi::Object>();
-  const int64_t dst_n = i64(o, "dstNumel"), src_n = i64(o, "srcNumel");
-  const uint64_t dst = buffer(env, c, o, "dst", static_cast<uint64_t>(dst_n) * 4);
-  const uint64_t src = buffer(env, c, o, "src", static_cast<uint64_t>(src_n) * 4);
-  Napi::Int32Array di = o.Get("dstIndex").As<Napi::Int32Array>();
-  Napi::Int32Array si = o.Get("srcIndex").As<Napi::Int32Array>();
+// dst[di[k]] = src[si[k]] for k >= k0 (4-byte elements), up to kIndexCopyMax pairs per launch.
+void launch_index_copies(Napi::Env env, const Call& c, uint64_t dst, uint64_t src, const Napi::Int32Array& di,
+                         const Napi::Int32Array& si, size_t k0) {
   const size_t n = di.ElementLength();
-  for (size_t k0 = 0; k0 < n; k0 += xk::kIndexCopyMax) {
+  for (; k0 < n; k0 += xk::kIndexCopyMax) {
     xk::IndexCopyArgs a{};
     a.dst = dst;
     a.src = src;
@@ -262,6 +254,19 @@ Napi::Value IndexCopy(const Napi::CallbackInfo& info) {
     }
     check(env, gpu::launch_index_copy(*c.rt, c.cu, a));
   }
+}
+
+// indexCopy: dst[dstIndex[k]] = src[srcIndex[k]] (4-byte elements), indices checked by the TS layer
+// and passed by value, up to kIndexCopyMax per launch.
+Napi::Value IndexCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Call c = cuda_call(env, info[0]);
+  Napi::Object o = info[1].As<Napi::Object>();
+  const int64_t dst_n = i64(o, "dstNumel"), src_n = i64(o, "srcNumel");
+  const uint64_t dst = buffer(env, c, o, "dst", static_cast<uint64_t>(dst_n) * 4);
+  const uint64_t src = buffer(env, c, o, "src", static_cast<uint64_t>(src_n) * 4);
+  launch_index_copies(env, c, dst, src, o.Get("dstIndex").As<Napi::Int32Array>(),
+                      o.Get("srcIndex").As<Napi::Int32Array>(), 0);
   return env.Undefined();
 }
 
@@ -289,17 +294,7 @@ Napi::Value CopyIndexed(const Napi::CallbackInfo& info) {
   a.lo = a.n > 0 ? a.dst_word[0] : 0;
   a.hi = a.n > 0 ? a.dst_word[a.n - 1] : -1;
   check(env, gpu::launch_copy_indexed(*c.rt, c.cu, a));
-  for (size_t k0 = xk::kIndexCopyMax; k0 < n; k0 += xk::kIndexCopyMax) {
-    xk::IndexCopyArgs r{};
-    r.dst = a.dst;
-    r.src = a.feed;
-    r.n = static_cast<int32_t>(std::min<size_t>(xk::kIndexCopyMax, n - k0));
-    for (int k = 0; k < r.n; k++) {
-      r.dst_index[k] = dw[k0 + k];
-      r.src_index[k] = si[k0 + k];
-    }
-    check(env, gpu::launch_index_copy(*c.rt, c.cu, r));
-  }
+  launch_index_copies(env, c, a.dst, a.feed, dw, si, xk::kIndexCopyMax);
   return env.Undefined();
 }
 

@@ -146,7 +146,11 @@ export class ModelRunner {
   #last:
     | { sampledRows: boolean[] | null; sampledIds?: Tensor; result: Promise<ExecuteResult> }
     | undefined;
-  /** Set when `activations` (where sampled ids wait to be fed back) went to sleep since. */
+  /**
+   * Set when `activations` went to sleep since: the pipeline does not span a sleep (a fed-back
+   * token names a step enqueued before it; the contract stays whether the ids wait on the host, as
+   * now, or in device memory a sleep discards).
+   */
   readonly #slept = { activations: false };
   #disposed = false;
 
@@ -269,7 +273,7 @@ export class ModelRunner {
     batch: readonly SequenceStep[],
     options: ExecuteOptions,
   ): Promise<{ result: Promise<ExecuteResult> }> {
-    // A sleep discarded the sampled ids a step could feed back; a step that fails here leaves
+    // No feedback across a sleep of `activations` (see #slept); a step that fails here leaves
     // nothing to feed back from either.
     const last = this.#slept.activations ? undefined : this.#last;
     this.#slept.activations = false;

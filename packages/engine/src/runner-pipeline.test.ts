@@ -153,7 +153,7 @@ describe('ModelRunner: pipelined steps with tokens fed back on the device', () =
       await expect(runner.execute([fed(1, 1)])).rejects.toThrow(/did not sample/);
       await runner.execute([prefill(0), prefill(1)], { sample: { rows: [null, {}] } });
       await expect(runner.execute([fed(1, 2)])).rejects.toThrow(/\[0, 2\)/);
-      // A sleep of `activations` discarded the sampled ids: nothing to feed back after it.
+      // The pipeline does not span a sleep of `activations`: nothing to feed back after it.
       await runner.execute([prefill(0)], { sample: { rows: [{}] } });
       await allocator.sleep({ level: 1, tags: ['activations'] });
       await allocator.wake();

@@ -3,7 +3,7 @@
 // same result, bits are copied as they are, the index copy wins over the bulk copy where both
 // write, and bad arguments are typed errors. The CUDA kernel is checked against
 // the same expectations by packages/kernels/test/gpu/elementwise.gpu.mjs.
-import { InvalidArgumentError, Stream } from '@x/core';
+import { InvalidArgumentError, Stream, Tensor } from '@x/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { copyWithIndexCopy, indexCopy } from './index-copy.js';
 import { Arena } from './test-util.js';
@@ -125,6 +125,12 @@ describe('copyWithIndexCopy', () => {
       () =>
         copyWithIndexCopy(stream, dst, src, { dst, dstIndex: [1, 1], src: fed, srcIndex: [0, 1] }),
       /not repeated/,
+    );
+    const odd = new Tensor({ ptr: dst.ptr + 2n, dtype: 'i32', shape: [2], device: 'cpu' });
+    bad(
+      () =>
+        copyWithIndexCopy(stream, dst, src, { dst: odd, dstIndex: [0], src: fed, srcIndex: [0] }),
+      /4-byte aligned address for index\.dst\.ptr/,
     );
     expect([...arena.readI32(dst)]).toEqual(new Array(8).fill(0)); // nothing was enqueued
   });

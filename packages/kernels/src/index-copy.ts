@@ -1,5 +1,4 @@
 import { callNative, InvalidArgumentError, type Stream, type Tensor } from '@x/core';
-
 import { assertTensor, contiguous, DTYPE_NAMES, tensorsOverlap } from './check.js';
 import { isCudaStream } from './cuda-check.js';
 import { cudaNative } from './cuda-native.js';
@@ -92,6 +91,7 @@ export function copyWithIndexCopy(
   for (const [name, t] of [
     ['dst', dst],
     ['src', src],
+    ...(index?.dst?.ptr !== undefined ? ([['index.dst', index.dst]] as const) : []),
   ] as const) {
     if (t.ptr % 4n !== 0n) {
       throw new InvalidArgumentError(

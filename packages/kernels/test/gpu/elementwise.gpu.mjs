@@ -369,16 +369,18 @@ describe('copyWithIndexCopy on the GPU', () => {
   };
 
   for (const words of [1, 259, 786_433]) {
+    // The fed words: a shuffled subset of a window in the middle of the copy (300 of them where
+    // the copy has room: more than one launch's 256).
+    const lo = Math.floor(words / 3);
+    const hi = Math.min(words, lo + 1000);
+    const n = Math.min(300, hi - lo);
     for (const feedOn of ['device', 'host']) {
-      it(`${words} words from pinned host memory, 300 fed words from ${feedOn} memory`, async () => {
+      it(`${words} words from pinned host memory, ${n} fed from ${feedOn} memory`, async () => {
         const rand = rng(words);
         const stage = pinned(words, () => Math.floor(rand() * 2 ** 32) - 2 ** 31);
         const big = gpu.tensor('i32', [words + 64]); // poisoned: the copy must stop at its end
         const dst = big.slice(0, 0, words);
-        // The fed words: a shuffled subset of a window in the middle of the copy.
-        const lo = Math.floor(words / 3);
-        const win = dst.slice(0, lo, Math.min(words, lo + 1000));
-        const n = Math.min(300, win.numel);
+        const win = dst.slice(0, lo, hi);
         const pos = Array.from({ length: win.numel }, (_, i) => i);
         for (let i = pos.length - 1; i > 0; i--) {
           const j = Math.floor(rand() * (i + 1));
