@@ -381,6 +381,16 @@ if (process.env.BENCH_PROFILE === '1') {
   console.log(`profile: replay ${replayMs(1, CTX + 40, { fused: false }).toFixed(3)} ms unfused`);
   const merged = replayMs(1, CTX + 40, { counters: true });
   console.log(`profile: replay ${merged.toFixed(3)} ms fused, split-KV merged by the last split`);
+  // BENCH_PROFILE_BATCHES=64,128 adds those batches' fused replays, combine kernel vs last split.
+  for (const b of (process.env.BENCH_PROFILE_BATCHES ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map(Number)) {
+    const [comb, last] = [replayMs(b, CTX + 40), replayMs(b, CTX + 40, { counters: true })];
+    console.log(
+      `profile: batch ${b} replay ${comb.toFixed(3)} ms fused, ${last.toFixed(3)} ms merged by the last split`,
+    );
+  }
   const linears = gemmsOnlyMs(1, { fused: true });
   console.log(`profile: linear layers alone ${linears.toFixed(3)} ms fused`);
   process.exit(0);
@@ -388,7 +398,8 @@ if (process.env.BENCH_PROFILE === '1') {
 
 result.decode = [];
 // BENCH_DECODE_BATCHES=1,4 picks the batch sizes (default 1,64,128); BENCH_SKIP_PREFILL=1 skips
-// prefill; BENCH_PROFILE=1 only compares batch-1 replays (short device runs).
+// prefill; BENCH_PROFILE=1 only compares batch-1 replays (short device runs; BENCH_PROFILE_BATCHES=
+// 64,128 adds those batches, combine kernel against the last-split merge).
 const batches = (process.env.BENCH_DECODE_BATCHES ?? '1,64,128').split(',').map(Number);
 for (const [b, steps] of [
   [1, 40],
