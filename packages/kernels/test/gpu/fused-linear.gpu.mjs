@@ -37,6 +37,27 @@ import {
   SMALL,
 } from './util.mjs';
 
+// The rotaryKvCache epilogue of a q|k|v projection: nq query and nk KV heads of size hd.
+const ropeKv = (
+  { nq, nk, hd, neox = true },
+  positions,
+  cosSinCache,
+  slotMapping,
+  kCache,
+  vCache,
+) => ({
+  kind: 'rotaryKvCache',
+  positions,
+  cosSinCache,
+  headDim: hd,
+  numHeads: nq,
+  numKvHeads: nk,
+  neox,
+  kCache,
+  vCache,
+  slotMapping,
+});
+
 let gpu;
 let cpu;
 let ws;
@@ -168,18 +189,7 @@ describe('fusedLinear on CUDA', () => {
           fusedLinear(gpu.stream, out, x.t, w.t, {
             bias: b.t,
             norm: { weight: nw.t, eps },
-            epilogue: {
-              kind: 'rotaryKvCache',
-              positions: pos,
-              cosSinCache: cs,
-              headDim: hd,
-              numHeads: nq,
-              numKvHeads: nk,
-              neox,
-              kCache: caches[0],
-              vCache: caches[1],
-              slotMapping: slots,
-            },
+            epilogue: ropeKv({ nq, nk, hd, neox }, pos, cs, slots, caches[0], caches[1]),
           });
           const normed = gpu.tensor(dtype, [m, K]);
           const ref = gpu.tensor(dtype, [m, R]);
@@ -387,18 +397,7 @@ describe('fusedLinear on CUDA', () => {
       gpu.poison(out);
       fusedLinear(gpu.stream, qkv, x, wqkv, {
         norm: { weight: norm, eps },
-        epilogue: {
-          kind: 'rotaryKvCache',
-          positions: pos,
-          cosSinCache: cs,
-          headDim: hd,
-          numHeads: nq,
-          numKvHeads: nk,
-          neox: true,
-          kCache: kc,
-          vCache: vc,
-          slotMapping: slot,
-        },
+        epilogue: ropeKv({ nq, nk, hd }, pos, cs, slot, kc, vc),
       });
       attend(hostMetadata);
       const behind = await gpu.read(out);
@@ -462,18 +461,7 @@ describe('fusedLinear on CUDA', () => {
       const layer = () => {
         fusedLinear(gpu.stream, qkv, residual, wqkv, {
           norm: { weight: inNorm, eps },
-          epilogue: {
-            kind: 'rotaryKvCache',
-            positions: pos,
-            cosSinCache: cs,
-            headDim: hd,
-            numHeads: nq,
-            numKvHeads: nk,
-            neox: true,
-            kCache: kc,
-            vCache: vc,
-            slotMapping: slots,
-          },
+          epilogue: ropeKv({ nq, nk, hd }, pos, cs, slots, kc, vc),
         });
         // o_proj reads the q heads as if they were attention's output (what matters is the chain).
         fusedLinear(gpu.stream, residual, qkv.slice(1, 0, nq * hd), wo, {
