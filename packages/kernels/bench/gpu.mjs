@@ -342,7 +342,7 @@ await section('decode 1x296 graph', () =>
 );
 
 // ---- GEMMs: tensor-core ceiling, then Llama-3.1-8B shapes vs torch.matmul ----
-const gemmWs = tensor('u8', [MATMUL_WORKSPACE_BYTES], 'meta');
+let gemmWs = tensor('u8', [MATMUL_WORKSPACE_BYTES], 'meta');
 function gemmTime(m, n, k, copies, { fused = false } = {}) {
   const a = randomize(tensor('bf16', [m, k]));
   const ws = Array.from({ length: copies }, () => randomize(tensor('bf16', [n, k], 'weights')));
@@ -437,9 +437,27 @@ freeAll();
 await section('fusedLinear', async () => {
   // BENCH_FUSED_ROWS=1,2 narrows the row counts (short device runs).
   const rowsList = (process.env.BENCH_FUSED_ROWS ?? '1,2,4').split(',').map(Number);
+  // The GEMM section's freeAll() released the cuBLASLt workspace: a fresh one for the comparisons.
+  gemmWs = tensor('u8', [MATMUL_WORKSPACE_BYTES], 'meta');
+  // BENCH_FUSED_SHAPES="name:NxK,..." replaces the Llama shapes (e.g. one k at growing n: the
+  // intercept of time against bytes is what a call costs beyond its weight stream).
+  const fusedShapes = process.env.BENCH_FUSED_SHAPES
+    ? process.env.BENCH_FUSED_SHAPES.split(',').map((x) => {
+        const [name, dims = ''] = x.split(':');
+        const [n, k] = dims.split('x').map(Number);
+        if (!name || !(n > 0 && Number.isInteger(n)) || !(k > 0 && k % 8 === 0)) {
+          throw new Error(`BENCH_FUSED_SHAPES: expected name:NxK (K a multiple of 8), got "${x}"`);
+        }
+        return [name, n, k];
+      })
+    : llama;
   for (const m of rowsList) {
-    for (const [name, n, k] of llama) {
-      const copies = n * k * 2 < 100e6 ? 4 : 1;
+    for (const [name, n, k] of fusedShapes) {
+      // BENCH_FUSED_COPIES=1: the same weights every call (L2-resident when they fit).
+      const copies = Math.max(
+        1,
+        Math.floor(Number(process.env.BENCH_FUSED_COPIES ?? (n * k * 2 < 100e6 ? 4 : 1))) || 1,
+      );
       const fms = gemmTime(m, n, k, copies, { fused: true });
       const cms = gemmTime(m, n, k, copies);
       const bytes = n * k * 2;
