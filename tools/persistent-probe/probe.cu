@@ -1,0 +1,484 @@
+// A probe for issue 6's next step, outside the engine: does a chain of one-row linear layers run
+// faster as one persistent kernel (a grid barrier between ops) than as one kernel per op chained
+// with programmatic dependent launch, as @x/kernels' fusedLinear runs them today?
+//
+// Four layers of Llama-3.1-8B's linear shapes (qkv 6144×4096, o 4096×4096, gate_up 28672×4096,
+// down 4096×14336; 16 ops, distinct random bf16 weights, 1.75 GB), one row of x, the loop of
+// native/kernels/cuda/gemv.cu (units of two weight rows, 4 chunks of 16 bytes per lane and row in
+// flight, split-K over the warps of a block for narrow layers, 3 blocks of 256 threads per SM),
+// store epilogue only. Op i+1 reads op i's output (the first k values of its buffer). Variants:
+//   pdl      one kernel per op; each block loads its first weights, then griddepcontrol.wait
+//   chain    one kernel, a grid barrier between ops; each warp loads the next op's first weights
+//            into registers once it has finished the current op, then arrives at the barrier
+//   early    as chain, but a warp asks for the next op's first weights (cp.async into its own
+//            4 KB of shared memory) right after it has issued the loads of its last iteration
+//            of the current op, so HBM never waits for the barrier
+// Build and run on the GPU machine:
+//   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/probe tools/persistent-probe/probe.cu && /tmp/probe
+// It prints the median replay time of each variant's CUDA graph and the check that all three
+// computed the same outputs (bit for bit: same loop, same order).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#define CK(x)                                                                            \
+  do {                                                                                   \
+    cudaError_t e_ = (x);                                                                \
+    if (e_ != cudaSuccess) {                                                             \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                      \
+    }                                                                                    \
+  } while (0)
+
+namespace {
+
+constexpr int kWarps = 8, kUnroll = 4, kMaxOps = 16;
+constexpr int kXsBytes = 14336 * 2;  // the widest x
+
+struct Op {
+  const uint4* w;
+  const __nv_bfloat16* x;
+  __nv_bfloat16* y;
+  int n, k, units, split;
+};
+struct Chain {
+  Op ops[kMaxOps];
+  int count;
+  unsigned* bar;  // [arrivals, exits], zero between launches
+};
+
+__device__ __forceinline__ uint64_t evict_first() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+  return p;
+}
+__device__ __forceinline__ uint4 ld_stream(const uint4* p, uint64_t pol) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "l"(pol));
+  return v;
+}
+__device__ __forceinline__ void unpack8(const uint4& v, float f[8]) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    f[2 * i] = __uint_as_float(u[i] << 16);
+    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ void grid_dep_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void grid_dep_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
+
+// Where a warp works in an op: the units of its rounds and its k range.
+struct Place {
+  int per_round, slot, sub, lo, hi, first, stride;
+};
+__device__ __forceinline__ Place place(const Op& op) {
+  const int warp = threadIdx.x >> 5;
+  Place p;
+  p.per_round = kWarps / op.split;
+  p.slot = warp / op.split;
+  p.sub = warp % op.split;
+  const int nchunk = op.k / 8, span = (nchunk + op.split - 1) / op.split;
+  p.lo = p.sub * span;
+  p.hi = min(p.lo + span, nchunk);
+  p.first = blockIdx.x * p.per_round;
+  p.stride = gridDim.x * p.per_round;
+  return p;
+}
+
+// The first iteration of this warp's first unit of op (what every variant loads before the wait).
+__device__ __forceinline__ bool preload(const Op& op, uint4 (&wa)[kUnroll], uint4 (&wb)[kUnroll], uint64_t pol) {
+  const Place p = place(op);
+  const int lane = threadIdx.x & 31;
+  if (p.first + p.slot >= op.units) return false;
+  const int nchunk = op.k / 8, u = p.first + p.slot;
+  const uint4* w0 = op.w + static_cast<int64_t>(2 * u) * nchunk;
+  const uint4* w1 = w0 + nchunk;
+#pragma unroll
+  for (int j = 0; j < kUnroll; j++) {
+    const int c = p.lo + lane + 32 * j;
+    if (c < p.hi) {
+      wa[j] = ld_stream(w0 + c, pol);
+      wb[j] = ld_stream(w1 + c, pol);
+    }
+  }
+  return true;
+}
+// The same loads as cp.async into this warp's 4 KB of shared memory (variant early).
+__device__ __forceinline__ void preload_smem(const Op& op, uint4* buf) {
+  const Place p = place(op);
+  const int lane = threadIdx.x & 31;
+  if (p.first + p.slot < op.units) {
+    const int nchunk = op.k / 8, u = p.first + p.slot;
+    const uint4* w0 = op.w + static_cast<int64_t>(2 * u) * nchunk;
+    const uint4* w1 = w0 + nchunk;
+#pragma unroll
+    for (int j = 0; j < kUnroll; j++) {
+      const int c = p.lo + lane + 32 * j;
+      if (c < p.hi) {
+        cp_async16(smem_u32(buf + j * 32 + lane), w0 + c);
+        cp_async16(smem_u32(buf + (kUnroll + j) * 32 + lane), w1 + c);
+      }
+    }
+  }
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// One op: gemv.cu's rounds (M = 1, store). `loaded`: wa/wb hold the first iteration already.
+// With next != nullptr (variant early), the warp issues next's first weights into buf right after
+// the loads of its last iteration of this op.
+__device__ void run_op(const Op& op, uint4 (&wa)[kUnroll], uint4 (&wb)[kUnroll], bool loaded, uint64_t pol,
+                       float (*partial)[2], const Op* next, uint4* buf, uint4* xs) {
+  const Place p = place(op);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nchunk = op.k / 8;
+  // x into shared memory (through L2: op.x was written by other blocks), as the normed kernels do.
+  for (int c = threadIdx.x; c < nchunk; c += blockDim.x) xs[c] = __ldcg(reinterpret_cast<const uint4*>(op.x) + c);
+  __syncthreads();
+  bool next_issued = next == nullptr;
+  for (int base = p.first; base < op.units; base += p.stride) {
+    const int u = base + p.slot;
+    const bool active = u < op.units;
+    const bool last_round = base + p.stride >= op.units;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    if (active) {
+      const uint4* w0 = op.w + static_cast<int64_t>(2 * u) * nchunk;
+      const uint4* w1 = w0 + nchunk;
+      for (int c0 = p.lo; c0 < p.hi; c0 += 32 * kUnroll) {
+        if (!loaded) {
+#pragma unroll
+          for (int j = 0; j < kUnroll; j++) {
+            const int c = c0 + lane + 32 * j;
+            if (c < p.hi) {
+              wa[j] = ld_stream(w0 + c, pol);
+              wb[j] = ld_stream(w1 + c, pol);
+            }
+          }
+        }
+        loaded = false;
+        if (!next_issued && last_round && c0 + 32 * kUnroll >= p.hi) {
+          preload_smem(*next, buf);
+          next_issued = true;
+        }
+#pragma unroll
+        for (int j = 0; j < kUnroll; j++) {
+          const int c = c0 + lane + 32 * j;
+          if (c < p.hi) {
+            float f0[8], f1[8], xv[8];
+            unpack8(wa[j], f0);
+            unpack8(wb[j], f1);
+            unpack8(xs[c], xv);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+              acc0 = fmaf(f0[e], xv[e], acc0);
+              acc1 = fmaf(f1[e], xv[e], acc1);
+            }
+          }
+        }
+      }
+    }
+    if (!next_issued && last_round) {  // an idle warp in the last round asks now
+      preload_smem(*next, buf);
+      next_issued = true;
+    }
+    const float d0 = warp_sum(acc0), d1 = warp_sum(acc1);
+    if (op.split == 1) {
+      if (active && lane == 0) {
+        op.y[2 * u] = __float2bfloat16(d0);
+        op.y[2 * u + 1] = __float2bfloat16(d1);
+      }
+      continue;
+    }
+    if (lane == 0) {
+      partial[warp][0] = d0;
+      partial[warp][1] = d1;
+    }
+    __syncthreads();
+    if (active && p.sub == 0 && lane == 0) {
+      float s0 = d0, s1 = d1;
+      for (int q = 1; q < op.split; q++) {
+        s0 += partial[warp + q][0];
+        s1 += partial[warp + q][1];
+      }
+      op.y[2 * u] = __float2bfloat16(s0);
+      op.y[2 * u + 1] = __float2bfloat16(s1);
+    }
+    __syncthreads();
+  }
+  if (!next_issued) preload_smem(*next, buf);  // a warp with no round at all
+  __syncthreads();  // xs is rewritten by the next op
+}
+
+#ifndef SPIN_NS
+#define SPIN_NS 0
+#endif
+constexpr unsigned kSpinNs = SPIN_NS;
+__device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;\n" ::"l"(bar) : "memory");
+    unsigned v;
+    while (true) {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(bar) : "memory");
+      if (v >= target) break;
+      __nanosleep(kSpinNs);
+    }
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(256, 3) op_kernel(Op op) {
+  __shared__ float partial[kWarps][2];
+  extern __shared__ uint4 xs[];  // kXsBytes
+  const uint64_t pol = evict_first();
+  uint4 wa[kUnroll], wb[kUnroll];
+  const bool loaded = preload(op, wa, wb, pol);
+  grid_dep_wait();
+  grid_dep_launch();
+  run_op(op, wa, wb, loaded, pol, partial, nullptr, nullptr, xs);
+}
+
+template <bool EARLY>
+__global__ void __launch_bounds__(256, 3) chain_kernel(const __grid_constant__ Chain c) {
+  __shared__ float partial[kWarps][2];
+  extern __shared__ uint4 smem[];  // x (kXsBytes), then EARLY: 4 KB per warp
+  uint4* xs = smem;
+  uint4* buf = smem + kXsBytes / 16 + (threadIdx.x >> 5) * (2 * kUnroll * 32);
+  const uint64_t pol = evict_first();
+  uint4 wa[kUnroll], wb[kUnroll];
+  bool loaded = preload(c.ops[0], wa, wb, pol);
+  for (int i = 0; i < c.count; i++) {
+    const bool more = i + 1 < c.count;
+    run_op(c.ops[i], wa, wb, loaded, pol, partial, EARLY && more ? &c.ops[i + 1] : nullptr, buf, xs);
+    if (!more) {
+      // Leave the words zero for the next replay: the last block out (every other one has left
+      // its last spin before it counts itself) resets them.
+      __syncthreads();
+      if (threadIdx.x == 0 && atomicAdd(c.bar + 1, 1u) == gridDim.x - 1) {
+        c.bar[0] = 0;
+        c.bar[1] = 0;
+        __threadfence();
+      }
+      break;
+    }
+    if (!EARLY) loaded = preload(c.ops[i + 1], wa, wb, pol);
+    grid_barrier(c.bar, static_cast<unsigned>(i + 1) * gridDim.x);
+    if (EARLY) {
+      asm volatile("cp.async.wait_all;\n" ::: "memory");
+      const Op& nx = c.ops[i + 1];
+      const Place p = place(nx);
+      loaded = p.first + p.slot < nx.units;
+      const int lane = threadIdx.x & 31;
+#pragma unroll
+      for (int j = 0; j < kUnroll; j++) {
+        if (p.lo + lane + 32 * j < p.hi) {
+          wa[j] = buf[j * 32 + lane];
+          wb[j] = buf[(kUnroll + j) * 32 + lane];
+        }
+      }
+    }
+  }
+}
+
+int pick_split(int units, int nchunk, int resident_warps) {
+  int best_sp = 1;
+  double best = 0;
+  for (int sp = 1; sp <= 8; sp *= 2) {
+    if (sp > 1 && nchunk / sp < 128) break;
+    const double cost = static_cast<double>((static_cast<int64_t>(units) * sp + resident_warps - 1) / resident_warps) / sp;
+    if (sp == 1 || cost < best - 1e-9) {
+      best = cost;
+      best_sp = sp;
+    }
+  }
+  return best_sp;
+}
+
+__global__ void fill_random(uint32_t* p, size_t words, uint32_t seed) {
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < words; i += gridDim.x * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    // two bf16 in [-1, 1): sign, exponent 126 or less, random mantissa
+    const uint32_t lo = (x & 0x807fu) | 0x3c00u, hi = ((x >> 16) & 0x807fu) | 0x3c00u;
+    p[i] = lo | (hi << 16);
+  }
+}
+
+}  // namespace
+
+int main() {
+  int dev = 0, sms = 0;
+  CK(cudaSetDevice(dev));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, dev));
+  const int shapes[4][2] = {{6144, 4096}, {4096, 4096}, {28672, 4096}, {4096, 14336}};
+  const int layers = 4, nops = 4 * layers;
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+
+  int per_sm_op = 0, per_sm_chain = 0, per_sm_early = 0;
+  const size_t early_smem = kXsBytes + kWarps * 2 * kUnroll * 32 * sizeof(uint4);
+  CK(cudaFuncSetAttribute(op_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
+  CK(cudaFuncSetAttribute(chain_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_op, op_kernel, 256, kXsBytes));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_chain, chain_kernel<false>, 256, kXsBytes));
+  CK(cudaFuncSetAttribute(chain_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(early_smem)));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_early, chain_kernel<true>, 256, early_smem));
+  const int per_sm = std::min({per_sm_op, per_sm_chain, per_sm_early});
+  const int blocks = per_sm * sms;
+  std::printf("%s, %d SMs; blocks per SM: op %d, chain %d, early %d -> grid %d\n", prop.name, sms, per_sm_op,
+              per_sm_chain, per_sm_early, blocks);
+
+  // Weights, activations (one buffer per op output, 28672 wide, zero first), the barrier word.
+  std::vector<Op> ops(nops);
+  std::vector<void*> owned;
+  size_t weight_bytes = 0;
+  __nv_bfloat16* x0 = nullptr;
+  CK(cudaMalloc(&x0, 28672 * 2));
+  owned.push_back(x0);
+  CK(cudaMemset(x0, 0, 28672 * 2));
+  fill_random<<<64, 256, 0, s>>>(reinterpret_cast<uint32_t*>(x0), 4096 / 2, 7);
+  std::vector<__nv_bfloat16*> ys[3];
+  for (int v = 0; v < 3; v++) {
+    for (int i = 0; i < nops; i++) {
+      __nv_bfloat16* y = nullptr;
+      CK(cudaMalloc(&y, 28672 * 2));
+      CK(cudaMemset(y, 0, 28672 * 2));
+      owned.push_back(y);
+      ys[v].push_back(y);
+    }
+  }
+  for (int i = 0; i < nops; i++) {
+    const int n = shapes[i % 4][0], k = shapes[i % 4][1];
+    void* w = nullptr;
+    const size_t bytes = static_cast<size_t>(n) * k * 2;
+    CK(cudaMalloc(&w, bytes));
+    owned.push_back(w);
+    fill_random<<<1024, 256, 0, s>>>(static_cast<uint32_t*>(w), bytes / 4, 1000u + i);
+    weight_bytes += bytes;
+    Op& op = ops[i];
+    op.w = static_cast<const uint4*>(w);
+    op.n = n;
+    op.k = k;
+    op.units = n / 2;
+    op.split = pick_split(op.units, k / 8, blocks * kWarps);
+  }
+  unsigned* bar = nullptr;
+  CK(cudaMalloc(&bar, 8));
+  CK(cudaMemset(bar, 0, 8));
+  owned.push_back(bar);
+  CK(cudaStreamSynchronize(s));
+  auto wire = [&](int v) {
+    std::vector<Op> o = ops;
+    for (int i = 0; i < nops; i++) {
+      o[i].x = i == 0 ? x0 : ys[v][i - 1];
+      o[i].y = ys[v][i];
+    }
+    return o;
+  };
+
+  // Graphs: pdl (one kernel per op, programmatic edges), chain and early (one kernel each).
+  auto capture = [&](int v) {
+    cudaGraph_t g;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    std::vector<Op> o = wire(v);
+    if (v == 0) {
+      for (int i = 0; i < nops; i++) {
+        cudaLaunchConfig_t cfg{};
+        cfg.gridDim = dim3(static_cast<unsigned>(std::min(blocks, (o[i].units + kWarps / o[i].split - 1) / (kWarps / o[i].split))));
+        cfg.blockDim = dim3(256);
+        cfg.dynamicSmemBytes = kXsBytes;
+        cfg.stream = s;
+        cudaLaunchAttribute at{};
+        at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at.val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = &at;
+        cfg.numAttrs = 1;
+        CK(cudaLaunchKernelEx(&cfg, op_kernel, o[i]));
+      }
+    } else {
+      Chain c{};
+      for (int i = 0; i < nops; i++) c.ops[i] = o[i];
+      c.count = nops;
+      c.bar = bar;
+      if (v == 1) {
+        chain_kernel<false><<<blocks, 256, kXsBytes, s>>>(c);
+      } else {
+        chain_kernel<true><<<blocks, 256, early_smem, s>>>(c);
+      }
+      CK(cudaGetLastError());
+    }
+    CK(cudaStreamEndCapture(s, &g));
+    cudaGraphExec_t e;
+    CK(cudaGraphInstantiate(&e, g, 0));
+    CK(cudaGraphDestroy(g));
+    return e;
+  };
+  const char* names[3] = {"pdl", "chain", "early"};
+  cudaGraphExec_t exec[3];
+  for (int v = 0; v < 3; v++) exec[v] = capture(v);
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<float> times[3];
+  for (int rep = 0; rep < 5; rep++) {
+    for (int v = 0; v < 3; v++) {
+      for (int w = 0; w < 3; w++) CK(cudaGraphLaunch(exec[v], s));
+      for (int it = 0; it < 40; it++) {
+        CK(cudaEventRecord(a, s));
+        CK(cudaGraphLaunch(exec[v], s));
+        CK(cudaEventRecord(b, s));
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        times[v].push_back(ms);
+      }
+    }
+  }
+  std::printf("16 ops (4 layers: qkv, o, gate_up, down), %.3f GB of weights; splits:", weight_bytes / 1e9);
+  for (int i = 0; i < 4; i++) std::printf(" %d", ops[i].split);
+  std::printf("\n");
+  double base = 0;
+  for (int v = 0; v < 3; v++) {
+    std::vector<float>& t = times[v];
+    std::sort(t.begin(), t.end());
+    const double med = t[t.size() / 2] * 1e3, lo = t.front() * 1e3;
+    if (v == 0) base = med;
+    std::printf("%-6s median %8.1f us  min %8.1f us  (%.2f TB/s)  vs pdl %+7.1f us = %+5.2f us per boundary\n", names[v],
+                med, lo, weight_bytes / (med * 1e-6) / 1e12, med - base, (med - base) / (nops - 1));
+  }
+  // Same outputs from all three (same loop, same summation order).
+  std::vector<uint16_t> h[3];
+  for (int v = 0; v < 3; v++) {
+    h[v].resize(28672);
+    CK(cudaMemcpy(h[v].data(), ys[v][nops - 1], 28672 * 2, cudaMemcpyDeviceToHost));
+  }
+  const bool same = h[0] == h[1] && h[0] == h[2];
+  int nonzero = 0;
+  for (int i = 0; i < 4096; i++) nonzero += h[0][i] != 0;
+  std::printf("outputs: %s (last op, %d of 4096 nonzero)\n", same ? "identical" : "DIFFERENT", nonzero);
+  for (void* p : owned) CK(cudaFree(p));
+  return same ? 0 : 2;
+}
