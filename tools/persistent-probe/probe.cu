@@ -13,10 +13,10 @@
 //   early    as chain, but a warp asks for the next op's first weights (cp.async into its own
 //            4 KB of shared memory) right after it has issued the loads of its last iteration
 //            of the current op, so HBM never waits for the barrier
-// Build and run on the GPU machine:
+// Build and run on the GPU machine (add -DDOWN_UNROLL=5 for the variant described at kDownUnroll):
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/probe tools/persistent-probe/probe.cu && /tmp/probe
-// It prints the median replay time of each variant's CUDA graph and the check that all three
-// computed the same outputs (bit for bit: same loop, same order).
+// It prints the median replay time of each variant's CUDA graph and the check that all of them
+// computed the same outputs (bit for bit: the same sums in the same order).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -40,6 +40,12 @@ namespace {
 
 constexpr int kWarps = 8, kUnroll = 4, kMaxOps = 16;
 constexpr int kXsBytes = 14336 * 2;  // the widest x
+#ifndef DOWN_UNROLL
+#define DOWN_UNROLL 4
+#endif
+// -DDOWN_UNROLL=5 or 7 adds a variant "pdl-dU": the down ops (k = 14336, split 4: 448 chunks per
+// warp, 3.5 iterations of 4 chunks a lane) loop over 5 or 7 chunks a lane (3 or 2 iterations).
+constexpr int kDownUnroll = DOWN_UNROLL;
 
 struct Op {
   const uint4* w;
@@ -106,7 +112,8 @@ __device__ __forceinline__ Place place(const Op& op) {
 }
 
 // The first iteration of this warp's first unit of op (what every variant loads before the wait).
-__device__ __forceinline__ bool preload(const Op& op, uint4 (&wa)[kUnroll], uint4 (&wb)[kUnroll], uint64_t pol) {
+template <int U = kUnroll>
+__device__ __forceinline__ bool preload(const Op& op, uint4 (&wa)[U], uint4 (&wb)[U], uint64_t pol) {
   const Place p = place(op);
   const int lane = threadIdx.x & 31;
   if (p.first + p.slot >= op.units) return false;
@@ -114,7 +121,7 @@ __device__ __forceinline__ bool preload(const Op& op, uint4 (&wa)[kUnroll], uint
   const uint4* w0 = op.w + static_cast<int64_t>(2 * u) * nchunk;
   const uint4* w1 = w0 + nchunk;
 #pragma unroll
-  for (int j = 0; j < kUnroll; j++) {
+  for (int j = 0; j < U; j++) {
     const int c = p.lo + lane + 32 * j;
     if (c < p.hi) {
       wa[j] = ld_stream(w0 + c, pol);
@@ -146,7 +153,8 @@ __device__ __forceinline__ void preload_smem(const Op& op, uint4* buf) {
 // One op: gemv.cu's rounds (M = 1, store). `loaded`: wa/wb hold the first iteration already.
 // With next != nullptr (variant early), the warp issues next's first weights into buf right after
 // the loads of its last iteration of this op.
-__device__ void run_op(const Op& op, uint4 (&wa)[kUnroll], uint4 (&wb)[kUnroll], bool loaded, uint64_t pol,
+template <int U = kUnroll>
+__device__ void run_op(const Op& op, uint4 (&wa)[U], uint4 (&wb)[U], bool loaded, uint64_t pol,
                        float (*partial)[2], const Op* next, uint4* buf, uint4* xs) {
   const Place p = place(op);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -163,10 +171,10 @@ __device__ void run_op(const Op& op, uint4 (&wa)[kUnroll], uint4 (&wb)[kUnroll],
     if (active) {
       const uint4* w0 = op.w + static_cast<int64_t>(2 * u) * nchunk;
       const uint4* w1 = w0 + nchunk;
-      for (int c0 = p.lo; c0 < p.hi; c0 += 32 * kUnroll) {
+      for (int c0 = p.lo; c0 < p.hi; c0 += 32 * U) {
         if (!loaded) {
 #pragma unroll
-          for (int j = 0; j < kUnroll; j++) {
+          for (int j = 0; j < U; j++) {
             const int c = c0 + lane + 32 * j;
             if (c < p.hi) {
               wa[j] = ld_stream(w0 + c, pol);
@@ -175,12 +183,12 @@ __device__ void run_op(const Op& op, uint4 (&wa)[kUnroll], uint4 (&wb)[kUnroll],
           }
         }
         loaded = false;
-        if (!next_issued && last_round && c0 + 32 * kUnroll >= p.hi) {
+        if (!next_issued && last_round && c0 + 32 * U >= p.hi) {
           preload_smem(*next, buf);
           next_issued = true;
         }
 #pragma unroll
-        for (int j = 0; j < kUnroll; j++) {
+        for (int j = 0; j < U; j++) {
           const int c = c0 + lane + 32 * j;
           if (c < p.hi) {
             float f0[8], f1[8], xv[8];
@@ -246,15 +254,16 @@ __device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned target) {
   __syncthreads();
 }
 
+template <int U>
 __global__ void __launch_bounds__(256, 3) op_kernel(Op op) {
   __shared__ float partial[kWarps][2];
   extern __shared__ uint4 xs[];  // kXsBytes
   const uint64_t pol = evict_first();
-  uint4 wa[kUnroll], wb[kUnroll];
-  const bool loaded = preload(op, wa, wb, pol);
+  uint4 wa[U], wb[U];
+  const bool loaded = preload<U>(op, wa, wb, pol);
   grid_dep_wait();
   grid_dep_launch();
-  run_op(op, wa, wb, loaded, pol, partial, nullptr, nullptr, xs);
+  run_op<U>(op, wa, wb, loaded, pol, partial, nullptr, nullptr, xs);
 }
 
 template <bool EARLY>
@@ -340,9 +349,10 @@ int main() {
 
   int per_sm_op = 0, per_sm_chain = 0, per_sm_early = 0;
   const size_t early_smem = kXsBytes + kWarps * 2 * kUnroll * 32 * sizeof(uint4);
-  CK(cudaFuncSetAttribute(op_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
+  CK(cudaFuncSetAttribute(op_kernel<kUnroll>, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
+  CK(cudaFuncSetAttribute(op_kernel<kDownUnroll>, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
   CK(cudaFuncSetAttribute(chain_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_op, op_kernel, 256, kXsBytes));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_op, op_kernel<kUnroll>, 256, kXsBytes));
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_chain, chain_kernel<false>, 256, kXsBytes));
   CK(cudaFuncSetAttribute(chain_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(early_smem)));
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_early, chain_kernel<true>, 256, early_smem));
@@ -360,8 +370,8 @@ int main() {
   owned.push_back(x0);
   CK(cudaMemset(x0, 0, 28672 * 2));
   fill_random<<<64, 256, 0, s>>>(reinterpret_cast<uint32_t*>(x0), 4096 / 2, 7);
-  std::vector<__nv_bfloat16*> ys[3];
-  for (int v = 0; v < 3; v++) {
+  std::vector<__nv_bfloat16*> ys[4];
+  for (int v = 0; v < 4; v++) {
     for (int i = 0; i < nops; i++) {
       __nv_bfloat16* y = nullptr;
       CK(cudaMalloc(&y, 28672 * 2));
@@ -404,7 +414,7 @@ int main() {
     cudaGraph_t g;
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     std::vector<Op> o = wire(v);
-    if (v == 0) {
+    if (v == 0 || v == 3) {
       for (int i = 0; i < nops; i++) {
         cudaLaunchConfig_t cfg{};
         cfg.gridDim = dim3(static_cast<unsigned>(std::min(blocks, (o[i].units + kWarps / o[i].split - 1) / (kWarps / o[i].split))));
@@ -416,7 +426,11 @@ int main() {
         at.val.programmaticStreamSerializationAllowed = 1;
         cfg.attrs = &at;
         cfg.numAttrs = 1;
-        CK(cudaLaunchKernelEx(&cfg, op_kernel, o[i]));
+        if (v == 3 && o[i].k == 14336) {
+          CK(cudaLaunchKernelEx(&cfg, op_kernel<kDownUnroll>, o[i]));
+        } else {
+          CK(cudaLaunchKernelEx(&cfg, op_kernel<kUnroll>, o[i]));
+        }
       }
     } else {
       Chain c{};
@@ -436,15 +450,16 @@ int main() {
     CK(cudaGraphDestroy(g));
     return e;
   };
-  const char* names[3] = {"pdl", "chain", "early"};
-  cudaGraphExec_t exec[3];
-  for (int v = 0; v < 3; v++) exec[v] = capture(v);
+  const int nv = kDownUnroll != kUnroll ? 4 : 3;
+  const char* names[4] = {"pdl", "chain", "early", "pdl-dU"};
+  cudaGraphExec_t exec[4];
+  for (int v = 0; v < nv; v++) exec[v] = capture(v);
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
-  std::vector<float> times[3];
+  std::vector<float> times[4];
   for (int rep = 0; rep < 5; rep++) {
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < nv; v++) {
       for (int w = 0; w < 3; w++) CK(cudaGraphLaunch(exec[v], s));
       for (int it = 0; it < 40; it++) {
         CK(cudaEventRecord(a, s));
@@ -461,7 +476,7 @@ int main() {
   for (int i = 0; i < 4; i++) std::printf(" %d", ops[i].split);
   std::printf("\n");
   double base = 0;
-  for (int v = 0; v < 3; v++) {
+  for (int v = 0; v < nv; v++) {
     std::vector<float>& t = times[v];
     std::sort(t.begin(), t.end());
     const double med = t[t.size() / 2] * 1e3, lo = t.front() * 1e3;
@@ -470,12 +485,12 @@ int main() {
                 med, lo, weight_bytes / (med * 1e-6) / 1e12, med - base, (med - base) / (nops - 1));
   }
   // Same outputs from all three (same loop, same summation order).
-  std::vector<uint16_t> h[3];
-  for (int v = 0; v < 3; v++) {
+  std::vector<uint16_t> h[4];
+  for (int v = 0; v < nv; v++) {
     h[v].resize(28672);
     CK(cudaMemcpy(h[v].data(), ys[v][nops - 1], 28672 * 2, cudaMemcpyDeviceToHost));
   }
-  const bool same = h[0] == h[1] && h[0] == h[2];
+  const bool same = h[0] == h[1] && h[0] == h[2] && (nv == 3 || h[0] == h[3]);
   int nonzero = 0;
   for (int i = 0; i < 4096; i++) nonzero += h[0][i] != 0;
   std::printf("outputs: %s (last op, %d of 4096 nonzero)\n", same ? "identical" : "DIFFERENT", nonzero);
