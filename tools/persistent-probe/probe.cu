@@ -13,7 +13,7 @@
 //   early    as chain, but a warp asks for the next op's first weights (cp.async into its own
 //            4 KB of shared memory) right after it has issued the loads of its last iteration
 //            of the current op, so HBM never waits for the barrier
-// Build and run on the GPU machine (add -DDOWN_UNROLL=5 for the variant described at kDownUnroll):
+// Build and run on the GPU machine (-DDOWN_UNROLL=5 and -DWARPS=4: the variants described there):
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/probe tools/persistent-probe/probe.cu && /tmp/probe
 // It prints the median replay time of each variant's CUDA graph and the check that all of them
 // computed the same outputs (bit for bit: the same sums in the same order).
@@ -38,7 +38,12 @@
 
 namespace {
 
-constexpr int kWarps = 8, kUnroll = 4, kMaxOps = 16;
+// -DWARPS=4: blocks of 4 warps (6 per SM) instead of 8 (3 per SM), the same warps per SM.
+#ifndef WARPS
+#define WARPS 8
+#endif
+constexpr int kWarps = WARPS, kUnroll = 4, kMaxOps = 16;
+constexpr int kThreads = 32 * kWarps;
 constexpr int kXsBytes = 14336 * 2;  // the widest x
 #ifndef DOWN_UNROLL
 #define DOWN_UNROLL 4
@@ -255,7 +260,7 @@ __device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned target) {
 }
 
 template <int U>
-__global__ void __launch_bounds__(256, 3) op_kernel(Op op) {
+__global__ void __launch_bounds__(kThreads, 24 / kWarps) op_kernel(Op op) {
   __shared__ float partial[kWarps][2];
   extern __shared__ uint4 xs[];  // kXsBytes
   const uint64_t pol = evict_first();
@@ -267,7 +272,7 @@ __global__ void __launch_bounds__(256, 3) op_kernel(Op op) {
 }
 
 template <bool EARLY>
-__global__ void __launch_bounds__(256, 3) chain_kernel(const __grid_constant__ Chain c) {
+__global__ void __launch_bounds__(kThreads, 24 / kWarps) chain_kernel(const __grid_constant__ Chain c) {
   __shared__ float partial[kWarps][2];
   extern __shared__ uint4 smem[];  // x (kXsBytes), then EARLY: 4 KB per warp
   uint4* xs = smem;
@@ -311,7 +316,7 @@ __global__ void __launch_bounds__(256, 3) chain_kernel(const __grid_constant__ C
 int pick_split(int units, int nchunk, int resident_warps) {
   int best_sp = 1;
   double best = 0;
-  for (int sp = 1; sp <= 8; sp *= 2) {
+  for (int sp = 1; sp <= kWarps; sp *= 2) {
     if (sp > 1 && nchunk / sp < 128) break;
     const double cost = static_cast<double>((static_cast<int64_t>(units) * sp + resident_warps - 1) / resident_warps) / sp;
     if (sp == 1 || cost < best - 1e-9) {
@@ -337,6 +342,7 @@ __global__ void fill_random(uint32_t* p, size_t words, uint32_t seed) {
 }  // namespace
 
 int main() {
+  setvbuf(stdout, nullptr, _IONBF, 0);
   int dev = 0, sms = 0;
   CK(cudaSetDevice(dev));
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -352,10 +358,10 @@ int main() {
   CK(cudaFuncSetAttribute(op_kernel<kUnroll>, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
   CK(cudaFuncSetAttribute(op_kernel<kDownUnroll>, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
   CK(cudaFuncSetAttribute(chain_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kXsBytes));
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_op, op_kernel<kUnroll>, 256, kXsBytes));
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_chain, chain_kernel<false>, 256, kXsBytes));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_op, op_kernel<kUnroll>, kThreads, kXsBytes));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_chain, chain_kernel<false>, kThreads, kXsBytes));
   CK(cudaFuncSetAttribute(chain_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(early_smem)));
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_early, chain_kernel<true>, 256, early_smem));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_early, chain_kernel<true>, kThreads, early_smem));
   const int per_sm = std::min({per_sm_op, per_sm_chain, per_sm_early});
   const int blocks = per_sm * sms;
   std::printf("%s, %d SMs; blocks per SM: op %d, chain %d, early %d -> grid %d\n", prop.name, sms, per_sm_op,
@@ -393,7 +399,7 @@ int main() {
     op.n = n;
     op.k = k;
     op.units = n / 2;
-    op.split = pick_split(op.units, k / 8, blocks * kWarps);
+    op.split = pick_split(op.units, k / 8, per_sm_op * sms * kWarps);
   }
   unsigned* bar = nullptr;
   CK(cudaMalloc(&bar, 8));
@@ -417,9 +423,9 @@ int main() {
     if (v == 0 || v == 3) {
       for (int i = 0; i < nops; i++) {
         cudaLaunchConfig_t cfg{};
-        cfg.gridDim = dim3(static_cast<unsigned>(std::min(blocks, (o[i].units + kWarps / o[i].split - 1) / (kWarps / o[i].split))));
-        cfg.blockDim = dim3(256);
-        cfg.dynamicSmemBytes = kXsBytes;
+        cfg.gridDim = dim3(static_cast<unsigned>(std::min(per_sm_op * sms, (o[i].units + kWarps / o[i].split - 1) / (kWarps / o[i].split))));
+        cfg.blockDim = dim3(kThreads);
+        cfg.dynamicSmemBytes = static_cast<size_t>(o[i].k) * 2;
         cfg.stream = s;
         cudaLaunchAttribute at{};
         at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -438,9 +444,9 @@ int main() {
       c.count = nops;
       c.bar = bar;
       if (v == 1) {
-        chain_kernel<false><<<blocks, 256, kXsBytes, s>>>(c);
+        chain_kernel<false><<<blocks, kThreads, kXsBytes, s>>>(c);
       } else {
-        chain_kernel<true><<<blocks, 256, early_smem, s>>>(c);
+        chain_kernel<true><<<blocks, kThreads, early_smem, s>>>(c);
       }
       CK(cudaGetLastError());
     }
