@@ -53,6 +53,14 @@ export function assertShape(name: string, t: Tensor, shape: readonly (number | n
 
 /** A 2-D tensor whose rows are contiguous (any row stride), as the addon's Mat. */
 export function mat(name: string, t: Tensor): NativeMat {
+  return { ...rowsOf(name, t), bf16: t.dtype === 'bf16' };
+}
+
+/** Pointer, rows, columns and row stride of a 2-D tensor with contiguous rows (any row stride). */
+export function rowsOf(
+  name: string,
+  t: Tensor,
+): { ptr: bigint; rows: number; cols: number; ld: number } {
   if (t.rank !== 2)
     throw new InvalidArgumentError(`${name}.shape`, 'a 2-D shape', `[${t.shape.join(', ')}]`);
   const [rows, cols] = t.shape as [number, number];
@@ -71,7 +79,7 @@ export function mat(name: string, t: Tensor): NativeMat {
       `[${t.strides.join(', ')}]`,
     );
   }
-  return { ptr: t.ptr, rows, cols, ld, bf16: t.dtype === 'bf16' };
+  return { ptr: t.ptr, rows, cols, ld };
 }
 
 /** A tensor whose elements are contiguous. */

@@ -1,5 +1,5 @@
 import { type DType, InvalidArgumentError, Stream, type Tensor } from '@x/core';
-import { assertTensor } from './check.js';
+import { assertTensor, rowsOf } from './check.js';
 import type { GpuMat } from './cuda-native.js';
 
 /** Argument checks of the CUDA paths (the CPU ones live in check.ts). */
@@ -19,26 +19,7 @@ export function sameDtype(name: string, t: unknown, dtype: DType, device: string
 
 /** A 2-D tensor with contiguous rows (any row stride) as the CUDA binding's matrix. */
 export function gmat(name: string, t: Tensor): GpuMat {
-  if (t.rank !== 2) {
-    throw new InvalidArgumentError(`${name}.shape`, 'a 2-D shape', `[${t.shape.join(', ')}]`);
-  }
-  const [rows, cols] = t.shape as [number, number];
-  if (cols > 1 && t.strides[1] !== 1) {
-    throw new InvalidArgumentError(
-      `${name}.strides`,
-      'contiguous rows (last stride 1)',
-      `[${t.strides.join(', ')}]`,
-    );
-  }
-  const ld = rows > 1 ? t.strides[0]! : cols;
-  if (rows > 1 && ld < cols) {
-    throw new InvalidArgumentError(
-      `${name}.strides`,
-      `a row stride >= ${cols}`,
-      `[${t.strides.join(', ')}]`,
-    );
-  }
-  return { ptr: t.ptr, rows, cols, ld };
+  return rowsOf(name, t);
 }
 
 /** The byte size of a workspace tensor (any dtype, contiguous, on `device`). */

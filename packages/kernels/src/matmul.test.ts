@@ -86,6 +86,30 @@ describe('matmul', () => {
     ).toThrow(InvalidArgumentError);
   });
 
+  it('names the tensor and its strides when its rows are not contiguous', () => {
+    const out = arena.f32([3, 3]);
+    const w = arena.f32([3, 4]);
+    // A transposed view: its last stride is not 1.
+    expect(() => matmul(stream, out, arena.f32([4, 3]).transpose(0, 1), w)).toThrow(
+      /Expected contiguous rows \(last stride 1\) for a\.strides but received "?\[1, 3\]/,
+    );
+    // Rows that overlap: a row stride shorter than a row.
+    const a = arena.f32([3, 4]);
+    const overlapping = new (a.constructor as typeof import('@x/core').Tensor)({
+      ptr: a.ptr,
+      dtype: 'f32',
+      shape: [3, 4],
+      strides: [2, 1],
+      device: 'cpu',
+    });
+    expect(() => matmul(stream, out, overlapping, w)).toThrow(
+      /Expected a row stride >= 4 for a\.strides but received "?\[2, 1\]/,
+    );
+    expect(() => matmul(stream, out, arena.f32([3, 1, 4]), w)).toThrow(
+      /Expected \[\*, \*\] for a\.shape but received "?\[3, 1, 4\]/,
+    );
+  });
+
   it('refuses memory x does not manage', () => {
     const t = arena.f32([2, 2]);
     const bogus = new (t.constructor as typeof import('@x/core').Tensor)({
