@@ -25,18 +25,32 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
-#define CK(x)                                                                            \
-  do {                                                                                   \
-    cudaError_t e_ = (x);                                                                \
-    if (e_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                      \
-    }                                                                                    \
+// The kernels' own helpers (unpack8, warp_sum, grid_dep_*, smem_u32, cp_async16, ...).
+#include "../../native/kernels/cuda/attention.cuh"
+
+// A failed CUDA call throws; main reports it and returns 1.
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
+      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + " " + #x + \
+                               ": " + cudaGetErrorString(e_));                                  \
+    }                                                                                           \
   } while (0)
 
 namespace {
+
+using xk::cp_async16;
+using xk::cp_async_commit;
+using xk::grid_dep_launch;
+using xk::grid_dep_wait;
+using xk::smem_u32;
+using xk::unpack8;
+using xk::warp_sum;
 
 // -DWARPS=4: blocks of 4 warps (6 per SM) instead of 8 (3 per SM), the same warps per SM.
 #ifndef WARPS
@@ -76,27 +90,6 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p, uint64_t pol) {
       : "l"(p), "l"(pol));
   return v;
 }
-__device__ __forceinline__ void unpack8(const uint4& v, float f[8]) {
-  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    f[2 * i] = __uint_as_float(u[i] << 16);
-    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-  }
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ void grid_dep_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-__device__ __forceinline__ void grid_dep_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
-}
 
 // Where a warp works in an op: the units of its rounds and its k range.
 struct Place {
@@ -116,9 +109,10 @@ __device__ __forceinline__ Place place(const Op& op) {
   return p;
 }
 
-// The first iteration of this warp's first unit of op (what every variant loads before the wait).
-template <int U = kUnroll>
-__device__ __forceinline__ bool preload(const Op& op, uint4 (&wa)[U], uint4 (&wb)[U], uint64_t pol) {
+// Calls load(j, w0 + c, w1 + c) for the chunks of the first iteration of this warp's first unit of
+// op (what every variant loads before the wait); false when the warp has no unit.
+template <int U, typename Load>
+__device__ __forceinline__ bool first_iteration(const Op& op, Load load) {
   const Place p = place(op);
   const int lane = threadIdx.x & 31;
   if (p.first + p.slot >= op.units) return false;
@@ -128,31 +122,26 @@ __device__ __forceinline__ bool preload(const Op& op, uint4 (&wa)[U], uint4 (&wb
 #pragma unroll
   for (int j = 0; j < U; j++) {
     const int c = p.lo + lane + 32 * j;
-    if (c < p.hi) {
-      wa[j] = ld_stream(w0 + c, pol);
-      wb[j] = ld_stream(w1 + c, pol);
-    }
+    if (c < p.hi) load(j, w0 + c, w1 + c);
   }
   return true;
 }
-// The same loads as cp.async into this warp's 4 KB of shared memory (variant early).
+// Into registers.
+template <int U = kUnroll>
+__device__ __forceinline__ bool preload(const Op& op, uint4 (&wa)[U], uint4 (&wb)[U], uint64_t pol) {
+  return first_iteration<U>(op, [&](int j, const uint4* a, const uint4* b) {
+    wa[j] = ld_stream(a, pol);
+    wb[j] = ld_stream(b, pol);
+  });
+}
+// As cp.async into this warp's 4 KB of shared memory (variant early).
 __device__ __forceinline__ void preload_smem(const Op& op, uint4* buf) {
-  const Place p = place(op);
   const int lane = threadIdx.x & 31;
-  if (p.first + p.slot < op.units) {
-    const int nchunk = op.k / 8, u = p.first + p.slot;
-    const uint4* w0 = op.w + static_cast<int64_t>(2 * u) * nchunk;
-    const uint4* w1 = w0 + nchunk;
-#pragma unroll
-    for (int j = 0; j < kUnroll; j++) {
-      const int c = p.lo + lane + 32 * j;
-      if (c < p.hi) {
-        cp_async16(smem_u32(buf + j * 32 + lane), w0 + c);
-        cp_async16(smem_u32(buf + (kUnroll + j) * 32 + lane), w1 + c);
-      }
-    }
-  }
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
+  first_iteration<kUnroll>(op, [&](int j, const uint4* a, const uint4* b) {
+    cp_async16(smem_u32(buf + j * 32 + lane), a, true);
+    cp_async16(smem_u32(buf + (kUnroll + j) * 32 + lane), b, true);
+  });
+  cp_async_commit();
 }
 
 // One op: gemv.cu's rounds (M = 1, store). `loaded`: wa/wb hold the first iteration already.
@@ -197,9 +186,9 @@ __device__ void run_op(const Op& op, uint4 (&wa)[U], uint4 (&wb)[U], bool loaded
           const int c = c0 + lane + 32 * j;
           if (c < p.hi) {
             float f0[8], f1[8], xv[8];
-            unpack8(wa[j], f0);
-            unpack8(wb[j], f1);
-            unpack8(xs[c], xv);
+            unpack8<__nv_bfloat16>(wa[j], f0);
+            unpack8<__nv_bfloat16>(wb[j], f1);
+            unpack8<__nv_bfloat16>(xs[c], xv);
 #pragma unroll
             for (int e = 0; e < 8; e++) {
               acc0 = fmaf(f0[e], xv[e], acc0);
@@ -341,7 +330,7 @@ __global__ void fill_random(uint32_t* p, size_t words, uint32_t seed) {
 
 }  // namespace
 
-int main() {
+int run() {
   setvbuf(stdout, nullptr, _IONBF, 0);
   int dev = 0, sms = 0;
   CK(cudaSetDevice(dev));
@@ -502,4 +491,13 @@ int main() {
   std::printf("outputs: %s (last op, %d of 4096 nonzero)\n", same ? "identical" : "DIFFERENT", nonzero);
   for (void* p : owned) CK(cudaFree(p));
   return same ? 0 : 2;
+}
+
+int main() {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
 }
