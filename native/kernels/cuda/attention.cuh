@@ -1,27 +1,13 @@
-// Building blocks of the tensor-core attention kernels (sm_80+: mma.sync m16n8k16, ldmatrix,
-// cp.async). Shared-memory tiles hold rows of HD 16-bit elements as 16-byte chunks, chunk c of row
-// r stored at chunk (c ^ (r & 7)) so that the 8 row addresses of one ldmatrix hit 8 different
-// bank groups (needs HD >= 64). Softmax runs in base 2: scores are pre-multiplied by log2(e).
+// Building blocks of the tensor-core attention kernels (sm_80+: mma.sync m16n8k16, ldmatrix; the
+// cp.async helpers are in common.cuh). Shared-memory tiles hold rows of HD 16-bit elements as
+// 16-byte chunks, chunk c of row r stored at chunk (c ^ (r & 7)) so that the 8 row addresses of
+// one ldmatrix hit 8 different bank groups (needs HD >= 64). Softmax runs in base 2: scores are
+// pre-multiplied by log2(e).
 #pragma once
 
 #include "common.cuh"
 
 namespace xk {
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, asynchronously; `valid` false writes zeros and reads nothing.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"

@@ -90,7 +90,8 @@ struct AttnArgs {
 
 // Small-batch linear (x_gemv_*): out = epilogue(prologue(x) · wᵀ + bias) for 1..kGemvMaxRows rows
 // of x — the decode step of a few sequences, where a linear layer is a stream over its weights.
-// prologue: with norm_w, each row of x is RMS-normalized first (as rms_norm with that weight).
+// prologue: with norm_w, each row of x is RMS-normalized first (as rms_norm with that weight; its
+// 1 / rms scales the dot products, so the normalized row is not rounded to T in between).
 // Each output pair (unit) is one warp's; what a unit is depends on the mode:
 //   kGemvStore      rows 2u, 2u+1 of w -> out[:, r] (T, or f32 with out_f32)
 //   kGemvResidual   out[:, r] = out[:, r] + y (out is the residual stream, T)

@@ -44,7 +44,12 @@ export type FusedLinearEpilogue =
 export interface FusedLinearOptions {
   /** Added to y: [rows of w], w's dtype. */
   bias?: Tensor;
-  /** RMS-normalize each row of x with this weight first ([K], as rmsNorm; x is left unchanged). */
+  /**
+   * RMS-normalize each row of x with this weight first ([K], as rmsNorm; x is left unchanged). The
+   * kernel multiplies x by the weight before the product and by 1 / rms after it, so the
+   * normalized row is not rounded to x's dtype in between as rmsNorm would store it: the result
+   * equals rmsNorm then matmul up to that rounding (≤ a few ulps of the output dtype).
+   */
   norm?: { weight: Tensor; eps: number };
   epilogue?: FusedLinearEpilogue;
 }
@@ -57,9 +62,9 @@ const MODE = { store: 0, addToResidual: 1, siluAndMul: 2, rotaryKvCache: 3 } as 
  * contiguous, Hugging Face Linear layout) are bf16 or f16, the same; K a multiple of 8 and x's rows
  * 16-byte aligned. At this size a linear layer is a stream over its weights: the kernel reads each
  * weight once at close to HBM bandwidth (cuBLASLt's tiles are built for larger M), and each fused
- * neighbour saves a kernel launch and a round trip of the activations. Each value is rounded
+ * neighbour saves a kernel launch and a round trip of the activations. Each output is rounded
  * where the separate ops (rmsNorm, matmul, rotaryEmbedding, siluAndMul) would store it, so the
- * result matches them up to summation order. On sm_90 it starts while the previous kernel of the
+ * result matches them up to summation order and, with `norm`, the normalized row's rounding. On sm_90 it starts while the previous kernel of the
  * stream drains (programmatic dependent launch), loading its first weights meanwhile. CUDA only:
  * on a CPU stream compose rmsNorm, matmul and the row ops.
  */
