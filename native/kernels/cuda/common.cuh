@@ -148,12 +148,13 @@ __device__ __forceinline__ void report(uint64_t err, int op, int64_t index, int6
   }
 }
 
-// cp.async (sm_80+): 16 bytes global -> shared without registers, through L2 only.
+// Shared-memory address of a generic pointer (for cp.async and ldmatrix).
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16 bytes global -> shared, asynchronously; `valid` false writes zeros and reads nothing.
+// 16 bytes global -> shared, asynchronously (sm_80+: no registers held, through L2 only); `valid`
+// false writes zeros and reads nothing.
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   const int bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
@@ -164,8 +165,8 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// Weights are read once (the one-row linears): past L1, and first in line for eviction from L2 (activations, the KV
-// cache and the next layer's inputs stay).
+// Weights the one-row linears stream are read once: past L1, and first in line for eviction from L2
+// (activations, the KV cache and the next layer's inputs stay).
 __device__ __forceinline__ uint64_t evict_first_policy() {
   uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
@@ -178,4 +179,5 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p, uint64_t policy) {
       : "l"(p), "l"(policy));
   return v;
 }
+
 }  // namespace xk

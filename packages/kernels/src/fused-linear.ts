@@ -48,7 +48,7 @@ export interface FusedLinearOptions {
    * RMS-normalize each row of x with this weight first ([K], as rmsNorm; x is left unchanged). The
    * kernel multiplies x by the weight before the product and by 1 / rms after it, so the
    * normalized row is not rounded to x's dtype in between as rmsNorm would store it: the result
-   * equals rmsNorm then matmul up to that rounding (≤ a few ulps of the output dtype).
+   * equals rmsNorm then matmul up to that rounding (within the dtype's tolerance).
    */
   norm?: { weight: Tensor; eps: number };
   epilogue?: FusedLinearEpilogue;
@@ -64,9 +64,10 @@ const MODE = { store: 0, addToResidual: 1, siluAndMul: 2, rotaryKvCache: 3 } as 
  * weight once at close to HBM bandwidth (cuBLASLt's tiles are built for larger M), and each fused
  * neighbour saves a kernel launch and a round trip of the activations. Each output is rounded
  * where the separate ops (rmsNorm, matmul, rotaryEmbedding, siluAndMul) would store it, so the
- * result matches them up to summation order and, with `norm`, the normalized row's rounding. On sm_90 it starts while the previous kernel of the
- * stream drains (programmatic dependent launch), loading its first weights meanwhile. CUDA only:
- * on a CPU stream compose rmsNorm, matmul and the row ops.
+ * result matches them up to summation order and, with `norm`, the normalized row's rounding. On
+ * sm_90 it starts while the previous kernel of the stream drains (programmatic dependent launch),
+ * loading its first weights (and the norm weight) meanwhile. CUDA only: on a CPU stream compose
+ * rmsNorm, matmul and the row ops.
  */
 export function fusedLinear(
   stream: Stream,
