@@ -337,15 +337,17 @@ __global__ void __launch_bounds__(kThreads, 24 / kWarps) mlp_kernel(Mlp m) {
       wb[u] = ld_stream(w1 + lane + 32 * u, pol);
     }
   };
-  // Phase 2's loads: rows j0 + r0 .. r0 + 3 of Wd^T, this thread's 32 bytes of each.
-  auto load_rows2 = [&](int r0) {
+  // Phase 2's loads: this thread's 32 bytes of row j0 + j of Wd^T into slot r (r < kRows2).
+  auto load_row2 = [&](int r, int j) {
+    const uint4* row = m.wdt + static_cast<int64_t>(j0 + j) * nchunk + 2 * t;
+    wa[r] = ld_stream(row, pol);
+    wb[r] = ld_stream(row + 1, pol);
+  };
+  // Its first kRows2 rows.
+  auto load_rows2 = [&]() {
 #pragma unroll
     for (int r = 0; r < kRows2; r++) {
-      if (r0 + r < nj) {
-        const uint4* row = m.wdt + static_cast<int64_t>(j0 + r0 + r) * nchunk + 2 * t;
-        wa[r] = ld_stream(row, pol);
-        wb[r] = ld_stream(row + 1, pol);
-      }
+      if (r < nj) load_row2(r, r);
     }
   };
   if (warp < pieces) load_piece(warp);
@@ -373,7 +375,7 @@ __global__ void __launch_bounds__(kThreads, 24 / kWarps) mlp_kernel(Mlp m) {
     if (p + kWarps < pieces) {
       load_piece(p + kWarps);
     } else {
-      load_rows2(0);
+      load_rows2();
     }
     const float d0 = warp_sum(acc0), d1 = warp_sum(acc1);
     if (lane == 0) {
@@ -381,7 +383,7 @@ __global__ void __launch_bounds__(kThreads, 24 / kWarps) mlp_kernel(Mlp m) {
       dots[p / 4][q][1] = d1;
     }
   }
-  if (warp >= pieces) load_rows2(0);
+  if (warp >= pieces) load_rows2();
   __syncthreads();
   if (t < nj) {
     const float g = ((dots[t][0][0] + dots[t][1][0]) + dots[t][2][0]) + dots[t][3][0];
@@ -408,11 +410,7 @@ __global__ void __launch_bounds__(kThreads, 24 / kWarps) mlp_kernel(Mlp m) {
         const float h = dots[j][0][0];
 #pragma unroll
         for (int i = 0; i < 16; i++) acc[i] = fmaf(f[i], h, acc[i]);
-        if (j + kRows2 < nj) {
-          const uint4* row = m.wdt + static_cast<int64_t>(j0 + j + kRows2) * nchunk + 2 * t;
-          wa[r] = ld_stream(row, pol);
-          wb[r] = ld_stream(row + 1, pol);
-        }
+        if (j + kRows2 < nj) load_row2(r, j + kRows2);
       }
     }
   }

@@ -558,8 +558,9 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
       {"cudaReshapeAndCache", ReshapeAndCache}, {"cudaPagedAttention", PagedAttention},
       {"cudaAttentionPlan", AttentionPlan}, {"cudaMatmul", Matmul},
       {"cudaSample", Sample},             {"cudaFetchErrors", FetchErrors},
-      {"cudaIndexCopy", IndexCopy}, {"cudaCopyIndexed", CopyIndexed},       {"cudaFusedLinear", FusedLinear},
-      {"cudaReadErrors", ReadErrors},     {"cudaInfo", Info},
+      {"cudaIndexCopy", IndexCopy},       {"cudaCopyIndexed", CopyIndexed},
+      {"cudaFusedLinear", FusedLinear},   {"cudaReadErrors", ReadErrors},
+      {"cudaInfo", Info},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
 }

@@ -229,6 +229,8 @@ __device__ void gemv_impl(const GemvArgs& a) {
   }
 
   // NORM: row m's 1 / rms, the same bits in every thread (the warps' sums added in one order).
+  // Recomputed in each epilogue (8 shared loads) instead of held across the loop: the one-row
+  // kernels have no register to spare at 3 blocks per multiprocessor.
   auto row_scale = [&](int m) {
     float ss = 0.0f;
 #pragma unroll
