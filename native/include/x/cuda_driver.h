@@ -60,7 +60,9 @@ constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr int CU_DEVICE_ATTRIBUTE_PCI_BUS_ID = 33;
 constexpr int CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
+constexpr int CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR = 81;
 constexpr int CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+constexpr int CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK = 111;
 constexpr int CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102;
 constexpr int CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2;
 
@@ -96,12 +98,14 @@ struct CUmemAccessDesc {
 
 // cuLaunchKernelEx's configuration (cuda.h's CUlaunchConfig / CUlaunchAttribute layout).
 constexpr int CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
+constexpr int CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 14;
 struct CUlaunchAttribute {
   int id;
   char pad[4];
   union {
     char bytes[64];
     int programmatic_stream_serialization_allowed;
+    unsigned shared_mem_carveout;
   } value;
 };
 struct CUlaunchConfig {

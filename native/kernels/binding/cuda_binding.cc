@@ -223,6 +223,7 @@ Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   a.qsl = buffer(env, c, o, "queryStartLoc", static_cast<uint64_t>(a.num_seqs + 1) * 4);
   a.err = c.rt->error_word();
   a.host_metadata = i64(o, "hostMetadata") != 0 ? 1 : 0;
+  a.early_keys = a.host_metadata != 0 && i64(o, "earlierKeysReady") != 0 ? 1 : 0;
   const uint64_t ws = ptr(o, "workspace");
   const uint64_t ws_bytes = ws != 0 ? u64(o.Get("workspaceBytes"), "workspaceBytes") : 0;
   const bool aligned = a.ld_q % 8 == 0 && a.ld_out % 2 == 0 && al16(a.q) && al16(a.k_cache) && al16(a.v_cache) &&

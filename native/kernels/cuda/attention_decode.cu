@@ -14,6 +14,10 @@
 // attends causally up to its own position), so mixed batches are fine; the host picks it when most
 // sequences decode.
 //
+// lean (HD 64/128, tensor cores): for one query token (batch-1 decode), one 64-key tile per
+// block of 4 warps at 32 registers, small enough to start beside the previous kernel's blocks
+// (see decode_lean_impl); its splits always go to combine_kernel.
+//
 // generic: one block per (token, query head), scalar f32, any head_dim <= 256.
 //
 // The decode and combine kernels are launched with programmatic dependent launch (runtime.cc):
@@ -273,8 +277,240 @@ __device__ void decode_impl(const AttnArgs& a) {
   }
 }
 
+// The lean decode kernel, for one query token (batch-1 decode; the host launches it when every
+// split is one key tile and a combine kernel merges them). Its block — 4 warps of at most 32
+// registers, ~36 KB of shared memory — fits beside the one-row linears' persistent grid: 3 blocks
+// × 8 warps × 80 registers leave 1,024 registers in each of an SM's 4 register files (one warp of
+// 32), and the batch-1 decode chain runs at a shared-memory carveout with room for it
+// (DeviceRuntime::decode_carveout). So it launches while the qkv projection streams, reads its
+// metadata and block table then, and waits at grid_dep_wait on the SM, instead of landing only
+// after the projection's blocks have left (measured on an H200: 6.5 → 2.45 µs a layer). With
+// a.early_keys it also copies the keys and values of earlier steps before the wait: only this
+// call's rows are the previous kernel's output.
+//
+// The tensor-core products run transposed, so that the query heads are the MMA's 8 columns rather
+// than 16 padded rows: warp w scores keys 16w..16w+15 (Sᵀ = K·qᵀ), the probabilities go through
+// shared memory in Pᵀ's operand layout (movmatrix), and warp w accumulates dims HD/4·w.. of
+// Oᵀ = Vᵀ·Pᵀ over the tile's 64 keys. A block owns one (token, KV head, group of at most 8 of its
+// query heads, split) of at most one tile.
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+constexpr int kLeanHeads = 8, kLeanTable = 64, kLeanThreads = 128;
+
+// Copies the rows of keys [lo, hi) of the tile that starts at key0 through the block table (a bad
+// block id gives a zero row and is reported); with zero_from >= 0 the rows at or past it become
+// zeros (they are masked, but 0 · NaN would not be).
+template <typename T, int HD>
+__device__ __forceinline__ void lean_load(uint32_t k_tile, uint32_t v_tile, const AttnArgs& a, const TableView& tv,
+                                          int seq, int key0, int lo, int hi, int zero_from, int g) {
+  constexpr int CH = HD / 8;
+  const T* kc = reinterpret_cast<const T*>(a.k_cache);
+  const T* vc = reinterpret_cast<const T*>(a.v_cache);
+  for (int i = threadIdx.x; i < kBN * CH; i += kLeanThreads) {
+    const int r = i / CH, c = i % CH, key = key0 + r;
+    const bool fill = key >= lo && key < hi;
+    if (!fill && !(zero_from >= 0 && key >= zero_from)) continue;
+    bool valid = fill;
+    int64_t off = 0;
+    if (valid) {
+      const int col = tv.shift >= 0 ? key >> tv.shift : key / a.block_size;
+      const int within = tv.shift >= 0 ? key & tv.mask : key % a.block_size;
+      const bool hit = tv.cached != nullptr && col >= tv.col0 && col < tv.col0 + tv.n_cached;
+      const int blk = hit ? tv.cached[col - tv.col0] : tv.table[col];
+      if (blk < 0 || blk >= a.num_blocks) {
+        if (!hit) report(a.err, kErrBlockId, seq, blk, a.num_blocks, col);
+        valid = false;
+      } else {
+        off = ((static_cast<int64_t>(blk) * a.block_size + within) * a.num_kv_heads + g) * HD + c * 8;
+      }
+    }
+    const uint32_t o = tile_off<HD>(r, c);
+    cp_async16(k_tile + o, kc + off, valid);
+    cp_async16(v_tile + o, vc + off, valid);
+  }
+}
+
+template <typename T, int HD>
+__device__ void decode_lean_impl(const AttnArgs& a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  constexpr int TILE = kBN * HD * 2, KS = HD / 16, DT = HD / 64;  // DT: 16-dim tiles of Oᵀ per warp
+  __shared__ int32_t s_table[kLeanTable];
+  __shared__ uint32_t s_p[4][2][32];        // Pᵀ operands of each warp's 16 keys, in fragment order
+  __shared__ float s_max[4][kLeanHeads], s_sum[4][kLeanHeads];
+  const int t = blockIdx.x, split = blockIdx.z;
+  const int g = blockIdx.y / a.head_chunks, chunk = blockIdx.y % a.head_chunks;
+  const int group = a.num_heads / a.num_kv_heads;
+  const int h0 = g * group + chunk * kLeanHeads, nrows = min(kLeanHeads, group - chunk * kLeanHeads);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const bool reporter = threadIdx.x == 0 && blockIdx.y == 0 && split == 0;
+  const bool early = a.host_metadata != 0;
+  if (!early) {
+    grid_dep_wait();
+    grid_dep_launch();
+  }
+  TokenCtx ctx = token_ctx(a, t, reporter);
+  if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
+    if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * a.split_len, 1);
+    ctx.kend = -1;
+  }
+  const TokenSplits ts = token_splits(a, ctx.kend);
+  const int k_begin = split * ts.len;
+  const int k_stop = min(ctx.kend, k_begin + ts.len);
+  if (ts.len > kBN) {
+    // The host launches this kernel only for plans of one key tile per split (AttnPlan::lean).
+    if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * kBN, 1);
+    ctx.kend = -1;
+  }
+  if (ctx.kend < 0 || k_begin >= k_stop) {
+    // combine_kernel reads only the token's own splits: a split past them has nothing to write.
+    if (ctx.kend < 0 && split == 0) {
+      // Only bad metadata leaves split 0 without keys (the error was reported): NaN rows
+      // (combine_kernel, which reads no partial of such a token, writes them again).
+      if (early) {
+        grid_dep_wait();
+        grid_dep_launch();
+      }
+      T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + h0 * HD;
+      for (int i = threadIdx.x; i < nrows * HD; i += kLeanThreads) out[i] = nan_of<T>();
+    }
+    return;
+  }
+  // This call's keys of the sequence (its query tokens') are the previous kernel's output; the
+  // keys before them were written by earlier calls.
+  const int32_t* qsl = reinterpret_cast<const int32_t*>(a.qsl);
+  const int fresh0 = reinterpret_cast<const int32_t*>(a.seq_lens)[ctx.seq] - (qsl[ctx.seq + 1] - qsl[ctx.seq]);
+  const int32_t* row = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(ctx.seq) * a.max_blocks;
+  TableView table = make_table_view(a, row);
+  {
+    const int c0 = k_begin / a.block_size, c1 = (k_stop - 1) / a.block_size + 1;
+    if (c1 - c0 <= kLeanTable) {
+      for (int c = threadIdx.x; c < c1 - c0; c += kLeanThreads) {
+        const int blk = row[c0 + c];
+        const bool bad = blk < 0 || blk >= a.num_blocks;
+        if (bad) report(a.err, kErrBlockId, ctx.seq, blk, a.num_blocks, c0 + c);
+        s_table[c] = bad ? -1 : blk;
+      }
+      table.cached = s_table;
+      table.col0 = c0;
+      table.n_cached = c1 - c0;
+    }
+  }
+  __syncthreads();
+  const uint32_t q_tile = smem_u32(smem);
+  const uint32_t k_tile = q_tile + kLeanHeads * HD * 2, v_tile = k_tile + TILE;
+  const int pre_hi = early && a.early_keys != 0 ? min(k_stop, fresh0) : k_begin;
+  lean_load<T, HD>(k_tile, v_tile, a, table, ctx.seq, k_begin, k_begin, pre_hi, k_stop, g);
+  cp_async_commit();
+  if (early) {
+    grid_dep_wait();
+    grid_dep_launch();
+  }
+  const T* q = reinterpret_cast<const T*>(a.q) + static_cast<int64_t>(t) * a.ld_q + h0 * HD;
+  load_rows<T, HD, kLeanHeads, kLeanThreads>(q_tile, q, HD, nrows);
+  lean_load<T, HD>(k_tile, v_tile, a, table, ctx.seq, k_begin, max(k_begin, pre_hi), k_stop, -1, g);
+  cp_async_commit();
+
+  // The thread's two heads (columns) are 2·(lane%4) and 2·(lane%4)+1 in every fragment below.
+  cp_async_wait<0>();
+  __syncthreads();
+  float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // Sᵀ: keys k_begin + 16·warp + lane/4 (+8)
+#pragma unroll
+  for (int ks = 0; ks < KS; ks++) {
+    uint32_t ka[4], qb[2];
+    ldmatrix_x4(ka, k_tile + tile_off<HD>(warp * 16 + (lane & 15), ks * 2 + (lane >> 4)));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(qb[0]), "=r"(qb[1])
+                 : "r"(q_tile + tile_off<HD>(lane & 7, ks * 2 + ((lane >> 3) & 1))));
+    mma16816<T>(s, ka, qb[0], qb[1]);
+  }
+#pragma unroll
+  for (int e = 0; e < 4; e++) {
+    const int key = k_begin + warp * 16 + (lane >> 2) + (e >> 1) * 8;
+    s[e] = key < k_stop ? s[e] * a.scale_log2 : -INFINITY;
+  }
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    float mx = fmaxf(s[e], s[e + 2]);
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+    if (lane < 4) s_max[warp][2 * lane + e] = mx;
+  }
+  __syncthreads();
+  float m[2], l[2];
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    const int hc = 2 * (lane & 3) + e;
+    m[e] = fmaxf(fmaxf(s_max[0][hc], s_max[1][hc]), fmaxf(s_max[2][hc], s_max[3][hc]));  // finite: a key is visible
+    s[e] = exp2f(s[e] - m[e]);
+    s[e + 2] = exp2f(s[e + 2] - m[e]);
+    float sum = s[e] + s[e + 2];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 8);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+    if (lane < 4) s_sum[warp][2 * lane + e] = sum;
+  }
+  s_p[warp][0][lane] = movmatrix_trans(pack2<T>(s[0], s[1]));
+  s_p[warp][1][lane] = movmatrix_trans(pack2<T>(s[2], s[3]));
+  __syncthreads();
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    const int hc = 2 * (lane & 3) + e;
+    l[e] = (s_sum[0][hc] + s_sum[1][hc]) + (s_sum[2][hc] + s_sum[3][hc]);
+  }
+  float o[DT][4];  // Oᵀ: dims 16·(DT·warp + i) + lane/4 (+8)
+#pragma unroll
+  for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    const uint32_t b0 = s_p[kk][0][lane], b1 = s_p[kk][1][lane];
+    const int vrow = kk * 16 + (lane & 7) + ((lane >> 4) << 3);
+#pragma unroll
+    for (int i = 0; i < DT; i++) {
+      uint32_t va[4];
+      ldmatrix_x4_trans(va, v_tile + tile_off<HD>(vrow, (DT * warp + i) * 2 + ((lane >> 3) & 1)));
+      mma16816<T>(o[i], va, b0, b1);
+    }
+  }
+  const bool direct = a.splits == 1;
+  const int64_t prow = static_cast<int64_t>(t) * a.num_heads;
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    const int hr = 2 * (lane & 3) + e;
+    if (hr >= nrows) continue;
+    const float inv = 1.0f / l[e];
+    const int d0 = 16 * DT * warp + (lane >> 2);
+    if (direct) {
+      T* out = reinterpret_cast<T*>(a.out) + static_cast<int64_t>(t) * a.ld_out + (h0 + hr) * HD + d0;
+#pragma unroll
+      for (int i = 0; i < DT; i++) {
+        out[16 * i] = from_f<T>(o[i][e] * inv);
+        out[16 * i + 8] = from_f<T>(o[i][e + 2] * inv);
+      }
+    } else {
+      const int64_t prow_h = (prow + h0 + hr) * a.splits + split;
+      float* po = reinterpret_cast<float*>(a.part_o) + prow_h * HD + d0;
+#pragma unroll
+      for (int i = 0; i < DT; i++) {
+        po[16 * i] = o[i][e] * inv;
+        po[16 * i + 8] = o[i][e + 2] * inv;
+      }
+      if (warp == 0 && lane < 4) {
+        float* ml = reinterpret_cast<float*>(a.part_ml) + prow_h * 2;
+        ml[0] = m[e];
+        ml[1] = l[e];
+      }
+    }
+  }
+}
+
 // out[t, h] = Σ_s w_s o_s / Σ_s w_s with w_s = sum_s · 2^(max_s − max): the splits' partials merged.
-// Only the token's own splits are read (the planned splits past them hold empty partials): their
+// Only the token's own splits are read (the planned splits past them hold empty partials or, from
+// the lean kernel, nothing), none for bad metadata: their
 // count comes from the metadata before grid_dep_wait — the host wrote it before the forward, and
 // the decode kernel before this one waits for its own predecessor before letting this one launch.
 // After the wait, each thread's first partials load while warp 0 reads the splits' (max, sum):
@@ -288,7 +524,8 @@ __device__ void combine_impl(const AttnArgs& a) {
   const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x & 31;
   TokenCtx ctx = token_ctx(a, t, false);
   if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) ctx.kend = -1;
-  const int n = min(a.splits, token_splits(a, ctx.kend).n);
+  // Bad metadata (reported by the decode kernel): no split to read, 0 / 0 = NaN rows.
+  const int n = ctx.kend < 0 ? 0 : min(a.splits, token_splits(a, ctx.kend).n);
   grid_dep_wait();
   grid_dep_launch();
   const int64_t row = static_cast<int64_t>(t) * a.num_heads + h;
@@ -394,6 +631,12 @@ using xk::AttnArgs;
   }                                                                                                      \
   extern "C" __global__ void __launch_bounds__(128) x_attn_decode_##SUF##_128(AttnArgs a) {             \
     xk::decode_impl<T, 128>(a);                                                                          \
+  }                                                                                                      \
+  extern "C" __global__ void __launch_bounds__(128, 16) x_attn_decode_lean_##SUF##_64(AttnArgs a) {     \
+    xk::decode_lean_impl<T, 64>(a);                                                                      \
+  }                                                                                                      \
+  extern "C" __global__ void __launch_bounds__(128, 16) x_attn_decode_lean_##SUF##_128(AttnArgs a) {    \
+    xk::decode_lean_impl<T, 128>(a);                                                                     \
   }                                                                                                      \
   extern "C" __global__ void x_attn_combine_##SUF(AttnArgs a) { xk::combine_impl<T>(a); }               \
   extern "C" __global__ void __launch_bounds__(128) x_attn_generic_##SUF(AttnArgs a) { xk::generic_impl<T>(a); }

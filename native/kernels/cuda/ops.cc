@@ -92,6 +92,7 @@ namespace {
 constexpr int kPrefillRows = 64, kKeyTile = 64;
 unsigned prefill_smem(int hd) { return static_cast<unsigned>(kPrefillRows * hd * 2 + 2 * 2 * kKeyTile * hd * 2); }
 unsigned decode_smem(int hd) { return static_cast<unsigned>(16 * hd * 2 + 3 * 2 * kKeyTile * hd * 2); }
+unsigned lean_smem(int hd) { return static_cast<unsigned>(8 * hd * 2 + 2 * kKeyTile * hd * 2); }
 // Tuning knobs (read once, for benchmarks): a non-negative integer from the environment.
 int64_t env_int(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
@@ -182,6 +183,24 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
     a.part_o = workspace;
     a.part_ml = workspace + (rows * a.head_dim * 4 + 255) / 256 * 256;
   }
+  // One query token, its keys split into single tiles that the combine kernel merges (batch-1
+  // decode): the lean kernel, whose small blocks start beside the previous kernel's. (At batch 4 it
+  // measured 1% slower than the 4-warp kernel on an H200, so more tokens keep that one; X_ATTN_LEAN=0,
+  // a tuning knob, keeps it at batch 1 too.)
+  static const int64_t lean_env = env_int("X_ATTN_LEAN", 1);
+  const bool lean = lean_env != 0 && a.tokens == 1 && plan.splits > 1 && plan.split_len == kKeyTile &&
+                    plan.min_split_keys == kKeyTile && a.counters == 0;
+  if (lean) {
+    // Both at the batch-1 decode chain's carveout (DeviceRuntime::decode_carveout).
+    a.head_chunks = (group + 7) / 8;
+    X_RETURN_IF_ERROR(rt.launch(("x_attn_decode_lean_" + sfx + "_" + hd).c_str(),
+                                {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
+                                 static_cast<unsigned>(plan.splits)},
+                                {128}, lean_smem(a.head_dim), s, &a, true, rt.decode_carveout()));
+    return rt.launch(("x_attn_combine_" + sfx).c_str(),
+                     {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads)}, {128}, 0, s, &a, true,
+                     rt.decode_carveout());
+  }
   X_RETURN_IF_ERROR(run(rt, s, "x_attn_decode_" + sfx + "_" + hd,
                         {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
                          static_cast<unsigned>(plan.splits)},
@@ -227,7 +246,18 @@ Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::Gem
   constexpr unsigned kThreads = 256, kWarps = kThreads / 32;
   static const int64_t cap = env_int("X_GEMV_BLOCKS_PER_SM", 0);
   if (a.k >= (int64_t{1} << 31)) return where("k = " + std::to_string(a.k) + " is too large");
+  // One row (the batch-1 decode chain) launches at the chain's carveout (DeviceRuntime::
+  // decode_carveout), or at one that holds the blocks registers allow where that is too small
+  // (staged rows of x take k · 2 bytes per row and block); more rows at the driver's choice.
   int64_t per_sm = rt.resident_blocks(name.c_str(), kThreads, static_cast<unsigned>(smem));
+  int carveout = -1;
+  if (a.m == 1 && rt.decode_carveout() >= 0) {
+    const uint64_t per_block = rt.block_smem(name.c_str(), static_cast<unsigned>(smem));
+    per_sm = std::max<int64_t>(per_sm, rt.resident_blocks(name.c_str(), kThreads, 0));
+    if (rt.smem_per_sm() > 0) per_sm = std::min<int64_t>(per_sm, std::max<uint64_t>(1, rt.smem_per_sm() / per_block));
+    const uint64_t need = static_cast<uint64_t>(per_sm) * per_block;
+    carveout = std::max(rt.decode_carveout(), rt.carveout_for(need));
+  }
   if (cap > 0) per_sm = std::min(per_sm, cap);
   const int64_t nchunk = a.k / 8;
   // Split each unit's k range over `split` warps of a block (kWarps / split units per block and
@@ -253,7 +283,8 @@ Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::Gem
   static const int64_t preload = env_int("X_GEMV_PRELOAD", 1);
   static const int64_t late_epilogue = env_int("X_GEMV_LATE_EPILOGUE", 0);
   a.preload = (preload != 0 ? 1 : 0) | (late_epilogue != 0 ? 2 : 0);
-  return run(rt, s, name, {static_cast<unsigned>(blocks)}, {kThreads}, static_cast<unsigned>(smem), &a, true);
+  return rt.launch(name.c_str(), {static_cast<unsigned>(blocks)}, {kThreads}, static_cast<unsigned>(smem), s, &a, true,
+                   carveout);
 }
 
 uint64_t sample_stats_offset(int64_t rows, int64_t vocab) {

@@ -86,6 +86,11 @@ struct AttnArgs {
   // the kernel enqueued right before this one (the host uploaded it, or an earlier kernel wrote
   // it): the decode kernel then reads it while that kernel drains, before its grid_dep_wait.
   int32_t host_metadata;
+  // Decode, with host_metadata: 1 when the cached keys and values before each sequence's query
+  // tokens are not outputs of the kernel enqueued right before this one (only this call's tokens'
+  // rows are, e.g. written by the qkv projection): the lean decode kernel then copies them before
+  // its grid_dep_wait too.
+  int32_t early_keys;
 };
 
 // Small-batch linear (x_gemv_*): out = epilogue(prologue(x) · wᵀ + bias) for 1..kGemvMaxRows rows

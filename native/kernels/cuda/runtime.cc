@@ -1,5 +1,6 @@
 #include "runtime.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -66,7 +67,9 @@ std::vector<Module> modules() {
        {"x_attn_prefill_bf16_64", "x_attn_prefill_bf16_128", "x_attn_prefill_f16_64", "x_attn_prefill_f16_128"}},
       {x_kernels_fatbin_attention_decode,
        {"x_attn_decode_bf16_64", "x_attn_decode_bf16_128", "x_attn_decode_f16_64", "x_attn_decode_f16_128",
-        "x_attn_combine_bf16", "x_attn_combine_f16", "x_attn_generic_bf16", "x_attn_generic_f16"},
+        "x_attn_decode_lean_bf16_64", "x_attn_decode_lean_bf16_128", "x_attn_decode_lean_f16_64",
+        "x_attn_decode_lean_f16_128", "x_attn_combine_bf16", "x_attn_combine_f16", "x_attn_generic_bf16",
+        "x_attn_generic_f16"},
        {"x_attn_decode_bf16_64", "x_attn_decode_bf16_128", "x_attn_decode_f16_64", "x_attn_decode_f16_128"}},
       {x_kernels_fatbin_sampling,
        {"x_sample_f32", "x_sample_bf16", "x_sample_f16", "x_sample_stats_f32", "x_sample_stats_bf16",
@@ -139,12 +142,28 @@ Status DeviceRuntime::init(int device) {
   X_RETURN_IF_ERROR(enter());
   d_->cuDeviceGetAttribute(&sms_, cuda::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
   d_->cuDeviceGetAttribute(&max_smem_optin_, cuda::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev);
+  int per_sm = 0;
+  d_->cuDeviceGetAttribute(&per_sm, cuda::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR, dev);
+  d_->cuDeviceGetAttribute(&smem_reserved_, cuda::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK, dev);
+  smem_per_sm_ = static_cast<uint64_t>(std::max(per_sm, 0));
+  // The batch-1 decode chain's carveout (decode_carveout): 64 KiB, or none where the device has no
+  // more (the configurations below it leave L1 the rest of the 256 KiB).
+  static const int64_t decode_env = [] {
+    const char* v = std::getenv("X_KERNELS_DECODE_CARVEOUT");
+    return v != nullptr && *v != '\0' ? std::strtoll(v, nullptr, 10) : int64_t{-2};
+  }();
+  if (decode_env >= -1) {
+    decode_carveout_ = static_cast<int>(std::min<int64_t>(decode_env, 100));
+  } else if (smem_per_sm_ > 64 * 1024) {
+    decode_carveout_ = carveout_for(64 * 1024);
+  }
   int major = 0;
   d_->cuDeviceGetAttribute(&major, cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
   const char* pdl_env = std::getenv("X_KERNELS_PDL");
   pdl_ = major >= 9 && d_->cuLaunchKernelEx != nullptr && !(pdl_env != nullptr && std::string(pdl_env) == "0");
   // X_KERNELS_CARVEOUT="<name prefix>=<percent>,..." (a tuning knob): the preferred shared-memory
-  // carveout of the kernels whose names start with a prefix, in percent of the maximum.
+  // carveout of the kernels whose names start with a prefix, in percent of the maximum (a launch's
+  // own carveout, see decode_carveout, takes precedence).
   std::vector<std::pair<std::string, int>> carveouts;
   if (const char* env = std::getenv("X_KERNELS_CARVEOUT")) {
     std::string spec(env);
@@ -230,8 +249,32 @@ int DeviceRuntime::resident_blocks(const char* name, unsigned block, unsigned sm
   return n;
 }
 
+uint64_t DeviceRuntime::block_smem(const char* name, unsigned smem) const {
+  int static_bytes = 0;
+  auto it = fns_.find(name);
+  if (it != fns_.end() && d_->cuFuncGetAttribute != nullptr && enter().ok()) {
+    d_->cuFuncGetAttribute(&static_bytes, cuda::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, it->second);
+  }
+  return static_cast<uint64_t>(std::max(static_bytes, 0)) + smem + static_cast<uint64_t>(std::max(smem_reserved_, 0));
+}
+
+int DeviceRuntime::carveout_for(uint64_t bytes) const {
+  if (smem_per_sm_ == 0) return -1;
+  // The configurations of sm_80 / sm_90 multiprocessors (KiB); the driver rounds a percentage up to
+  // the next one the device has, so the percentage of the smallest that holds `bytes` is enough.
+  constexpr uint64_t kConfigs[] = {0, 8, 16, 32, 64, 100, 132, 164, 196, 228};
+  uint64_t cfg = smem_per_sm_;
+  for (uint64_t c : kConfigs) {
+    if (c * 1024 >= bytes) {
+      cfg = std::min(c * 1024, smem_per_sm_);
+      break;
+    }
+  }
+  return static_cast<int>(cfg * 100 / smem_per_sm_);
+}
+
 Status DeviceRuntime::launch(const char* name, Dim3 grid, Dim3 block, unsigned smem, cuda::CUstream stream,
-                             void* args, bool pdl) const {
+                             void* args, bool pdl, int carveout) const {
   auto it = fns_.find(name);
   if (it == fns_.end()) {
     if (!kernels_compiled_in()) {
@@ -244,11 +287,19 @@ Status DeviceRuntime::launch(const char* name, Dim3 grid, Dim3 block, unsigned s
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return Status::Ok();
   X_RETURN_IF_ERROR(enter());
   void* params[] = {args};
-  if (pdl && pdl_) {
-    cuda::CUlaunchAttribute attr{};
-    attr.id = cuda::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    attr.value.programmatic_stream_serialization_allowed = 1;
-    cuda::CUlaunchConfig cfg{grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, stream, &attr, 1};
+  const bool with_pdl = pdl && pdl_, with_carveout = carveout >= 0 && d_->cuLaunchKernelEx != nullptr;
+  if (with_pdl || with_carveout) {
+    cuda::CUlaunchAttribute attrs[2]{};
+    unsigned n = 0;
+    if (with_pdl) {
+      attrs[n].id = cuda::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+      attrs[n++].value.programmatic_stream_serialization_allowed = 1;
+    }
+    if (with_carveout) {
+      attrs[n].id = cuda::CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT;
+      attrs[n++].value.shared_mem_carveout = static_cast<unsigned>(carveout);
+    }
+    cuda::CUlaunchConfig cfg{grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, stream, attrs, n};
     Status st = cuda_status(d_->cuLaunchKernelEx(&cfg, it->second, params, nullptr), "cuLaunchKernelEx");
     if (!st.ok()) st.message += std::string(" (") + name + ")";
     return st;

@@ -202,7 +202,7 @@ describe('pagedAttention', () => {
     await expect(stream.synchronize()).rejects.toThrow();
   });
 
-  it('accepts hostMetadata (ignored on the CPU) and rejects a non-boolean one', async () => {
+  it('accepts hostMetadata and earlierKeysReady (ignored on the CPU) and rejects non-booleans', async () => {
     const kc = arena.f32([2, 4, 1, 8], randomF32(64, rng(6)));
     const q = arena.f32([1, 8], randomF32(8, rng(7)));
     const meta = () => ({
@@ -214,12 +214,16 @@ describe('pagedAttention', () => {
     const a = arena.f32([1, 8]);
     const b = arena.f32([1, 8]);
     pagedAttention(stream, a, q, kc, kc, meta());
-    pagedAttention(stream, b, q, kc, kc, { ...meta(), hostMetadata: true });
+    pagedAttention(stream, b, q, kc, kc, { ...meta(), hostMetadata: true, earlierKeysReady: true });
     await stream.synchronize();
     expect(arena.read(b)).toEqual(arena.read(a));
     const bad = { ...meta(), hostMetadata: 1 as unknown as boolean };
     expect(() => pagedAttention(stream, arena.f32([1, 8]), q, kc, kc, bad)).toThrow(
       /a boolean for options\.hostMetadata/,
+    );
+    const bad2 = { ...meta(), earlierKeysReady: 'yes' as unknown as boolean };
+    expect(() => pagedAttention(stream, arena.f32([1, 8]), q, kc, kc, bad2)).toThrow(
+      /a boolean for options\.earlierKeysReady/,
     );
   });
 });

@@ -90,6 +90,7 @@ export function pagedAttentionCuda(
     maxSeqLen,
     decode: options.decode === undefined ? -1 : options.decode ? 1 : 0,
     hostMetadata: options.hostMetadata === true ? 1 : 0,
+    earlierKeysReady: options.earlierKeysReady === true ? 1 : 0,
     dtype: DTYPE_CODE[dtype],
   };
   callNative(() => cudaNative().cudaPagedAttention(stream.nativeHandle, params));

@@ -46,6 +46,14 @@ export interface PagedAttentionOptions {
    * The CPU ignores it.
    */
   hostMetadata?: boolean;
+  /**
+   * CUDA, with hostMetadata: true when the cached keys and values before each sequence's query
+   * tokens of this call (positions below seqLens[b] − qlen_b) are not outputs of the kernel enqueued
+   * right before it — only this call's tokens' rows are (the qkv projection or the cache write
+   * wrote them). The lean decode kernel (one query token) then copies the earlier rows while that
+   * kernel still runs. Default false. The CPU ignores it.
+   */
+  earlierKeysReady?: boolean;
 }
 
 /**
@@ -65,8 +73,10 @@ export function pagedAttention(
   vCache: Tensor,
   options: PagedAttentionOptions,
 ): void {
-  if (options?.hostMetadata !== undefined && typeof options.hostMetadata !== 'boolean') {
-    throw new InvalidArgumentError('options.hostMetadata', 'a boolean', options.hostMetadata);
+  for (const key of ['hostMetadata', 'earlierKeysReady'] as const) {
+    if (options?.[key] !== undefined && typeof options[key] !== 'boolean') {
+      throw new InvalidArgumentError(`options.${key}`, 'a boolean', options[key]);
+    }
   }
   if (isCudaStream(stream)) {
     pagedAttentionCuda(stream, out, q, kCache, vCache, options);

@@ -264,8 +264,9 @@ export class DecoderModel {
         : {}),
       ...(options.decode === undefined ? {} : { decode: options.decode }),
       // Uploaded with the step's inputs; the kernels right before attention (qkv, or rotary and
-      // the cache write) never write them.
+      // the cache write) never write them, and write only this step's rows of the cache.
       hostMetadata: true,
+      earlierKeysReady: true,
     };
     const mm = options.matmulWorkspace ? { workspace: options.matmulWorkspace } : {};
     const linear = (out: Tensor, x: Tensor, lin: Linear) =>

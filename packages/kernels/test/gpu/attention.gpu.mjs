@@ -4,7 +4,9 @@
 // sizes, GQA/MQA ratios, block sizes, ragged batches, contexts to 32k, and bad metadata. Slots of
 // the cache that no sequence owns hold NaN, so a kernel reading past a sequence fails the check.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import {
   checkKernelErrors,
   pagedAttention,
@@ -40,6 +42,7 @@ async function runCase({
   counters = false,
   maxBlocks: minMaxBlocks = 0,
   hostMetadata,
+  earlierKeysReady,
 }) {
   const rand = rng(seed);
   const need = seqs.map((s) => Math.ceil(s.ctx / bs));
@@ -111,6 +114,7 @@ async function runCase({
       ...(dec === undefined ? {} : { decode: dec }),
       ...(maxSeqLen ? { maxSeqLen } : {}),
       ...(hostMetadata === undefined ? {} : { hostMetadata }),
+      ...(earlierKeysReady === undefined ? {} : { earlierKeysReady }),
     },
   );
   const got = await gpu.readF32(out);
@@ -250,6 +254,64 @@ for (const dtype of ['bf16', 'f16']) {
         seed: 41,
       });
       assertClose('decode 5 query tokens, merged by the last split', r.got, r.want, dtype);
+    });
+
+    it('lean decode (one query token, one key tile per split): GQA 1 to 32, hd 64 and 128, tile boundaries, earlier keys read early', async () => {
+      // Planned for 4096 keys, one token splits down to 64-key tiles: the lean kernel
+      // (X_ATTN_LEAN=0 runs the same cases on the 4-warp kernel, below). Groups above 8 query
+      // heads take several blocks per KV head.
+      const ctxs = SMALL ? [1, 64, 65, 300] : [1, 63, 64, 65, 300, 1088, 4096];
+      const shapes = [
+        [32, 8, 128],
+        [32, 4, 64],
+        [8, 8, 128],
+        [32, 2, 64],
+        [32, 1, 128],
+      ];
+      for (const [nq, nk, hd] of shapes) {
+        for (const ctx of ctxs) {
+          for (const [hostMetadata, earlierKeysReady] of [
+            [false, false],
+            [true, true],
+          ]) {
+            const { got, want } = await runCase({
+              dtype,
+              seqs: [{ ctx, qlen: 1 }],
+              nq,
+              nk,
+              hd,
+              bs: 16,
+              maxBlocks: 4096 / 16,
+              decode: true,
+              hostMetadata,
+              earlierKeysReady,
+              seed: 60 + ctx + nk,
+            });
+            assertClose(
+              `lean ${nq}/${nk} hd ${hd} ctx ${ctx} early=${earlierKeysReady}`,
+              got,
+              want,
+              dtype,
+            );
+          }
+        }
+      }
+      // Block size 8 and a block table wider than one tile's columns, GQA 8.
+      const r = await runCase({
+        dtype,
+        seqs: [{ ctx: big(700, 200), qlen: 1 }],
+        nq: 16,
+        nk: 2,
+        hd: 128,
+        bs: 8,
+        maxBlocks: 2048 / 8,
+        decode: true,
+        hostMetadata: true,
+        earlierKeysReady: true,
+        seed: 61,
+      });
+      assertClose('lean block size 8', r.got, r.want, dtype);
+      await checkKernelErrors(gpu.stream);
     });
 
     it('decode: contexts to 32k, several query tokens per sequence, MQA with 2 head chunks', async () => {
@@ -419,6 +481,60 @@ describe('pagedAttention bad metadata on the GPU', () => {
       );
       assert.ok(Number.isFinite(decode('bf16', bits.subarray(0, 64))[0]), 'the good row');
       assert.deepEqual([...(await gpu.read(counters))], [0, 0]);
+      // The same without counters: 64-key splits merged by the combine kernel, for two tokens
+      // (the 4-warp kernel) and for the bad one alone (the lean kernel), whose combine reads no
+      // partial of it.
+      for (const [tokens, hostMetadata] of [
+        [2, false],
+        [1, false],
+        [1, true],
+      ]) {
+        const lens = tokens === 2 ? [40, 321] : [321];
+        const merged = gpu.tensor('bf16', [tokens, 64]);
+        pagedAttention(gpu.stream, merged, q.slice(0, 0, tokens), cache, cache, {
+          blockTables: await gpu.upload('i32', [tokens, 20], table.subarray(0, tokens * 20)),
+          seqLens: await gpu.upload('i32', [tokens], Int32Array.from(lens)),
+          queryStartLoc: await gpu.upload(
+            'i32',
+            [tokens + 1],
+            Int32Array.from({ length: tokens + 1 }, (_, i) => i),
+          ),
+          scale: 0.125,
+          decode: true,
+          workspace: ws,
+          hostMetadata,
+          earlierKeysReady: hostMetadata,
+        });
+        await assert.rejects(
+          checkKernelErrors(gpu.stream),
+          new RegExp(`seqLens\\[${tokens - 1}\\] = 321 must be in \\[query length 1, 320\\]`),
+        );
+        const mergedBits = await gpu.read(merged);
+        assert.ok(
+          decode('bf16', mergedBits.subarray((tokens - 1) * 64)).every(Number.isNaN),
+          `combined splits (${tokens} tokens, hostMetadata ${hostMetadata}): the bad row is not NaN`,
+        );
+        if (tokens === 2) {
+          assert.ok(Number.isFinite(decode('bf16', mergedBits.subarray(0, 64))[0]), 'the good row');
+        }
+      }
+      // A bad block id inside a split's tile (one token: the lean kernel) is reported.
+      const badTable = Int32Array.from(table.subarray(0, 20));
+      badTable[2] = 7;
+      pagedAttention(gpu.stream, gpu.tensor('bf16', [1, 64]), q.slice(0, 0, 1), cache, cache, {
+        blockTables: await gpu.upload('i32', [1, 20], badTable),
+        seqLens: await gpu.upload('i32', [1], Int32Array.from([40])),
+        queryStartLoc: await gpu.upload('i32', [2], Int32Array.from([0, 1])),
+        scale: 0.125,
+        decode: true,
+        workspace: ws,
+        hostMetadata: true,
+        earlierKeysReady: true,
+      });
+      await assert.rejects(
+        checkKernelErrors(gpu.stream),
+        /blockTables\[0\]\[2\] = 7 is outside \[0, 4\)/,
+      );
     }
     const out = gpu.tensor('bf16', [1, 64]);
     pagedAttention(gpu.stream, out, q.slice(0, 0, 1), cache, cache, {
@@ -433,3 +549,36 @@ describe('pagedAttention bad metadata on the GPU', () => {
     );
   });
 });
+
+// Small decode batches run the lean kernel by default; X_ATTN_LEAN=0 (read once per process) keeps
+// the 4-warp kernel. The decode tests again in a process of its own with it, so both kernels
+// are checked at the shapes the lean one takes.
+if (process.env.X_ATTN_LEAN === undefined) {
+  describe('pagedAttention without the lean kernel', () => {
+    it('X_ATTN_LEAN=0: the decode tests pass on the 4-warp kernel', async () => {
+      const env = { ...process.env, X_ATTN_LEAN: '0' };
+      delete env.NODE_TEST_CONTEXT; // set by a parent node --test: the child would report to it, not in TAP
+      const args = [
+        '--test',
+        '--test-reporter=tap',
+        '--test-name-pattern=decode|gives NaN rows',
+        fileURLToPath(import.meta.url),
+      ];
+      const { stdout } = await new Promise((resolve, reject) => {
+        execFile(
+          process.execPath,
+          args,
+          { env, timeout: 400_000, maxBuffer: 1 << 24 },
+          (err, out, errOut) =>
+            err
+              ? reject(new Error(`X_ATTN_LEAN=0: ${err.message}\n${out}\n${errOut}`))
+              : resolve({ stdout: out }),
+        );
+      });
+      const pass = Number(/# pass (\d+)/.exec(stdout)?.[1] ?? 0);
+      const fail = Number(/# fail (\d+)/.exec(stdout)?.[1] ?? -1);
+      assert.equal(fail, 0, stdout);
+      assert.ok(pass >= 11, `${pass} decode tests passed:\n${stdout}`);
+    });
+  });
+}

@@ -381,12 +381,14 @@ describe('fusedLinear on CUDA', () => {
       maxTokens: 1,
     });
     const attnWs = gpu.tensor('u8', [Math.max(256, wsBytes)]);
-    // hostMetadata: the decode kernel reads the (host-written) metadata before its wait.
+    // hostMetadata: the decode kernel reads the (host-written) metadata before its wait, and with
+    // earlierKeysReady (the lean kernel this batch of one runs) the earlier steps' keys too.
     const attend = (hostMetadata) =>
       pagedAttention(gpu.stream, out, qkv.slice(1, 0, nq * hd), kc, vc, {
         ...meta,
         workspace: attnWs,
         hostMetadata,
+        earlierKeysReady: hostMetadata,
       });
     for (let step = 0; step < 16; step++) {
       const hostMetadata = step % 2 === 1;
