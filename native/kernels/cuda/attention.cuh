@@ -61,6 +61,30 @@ __device__ __forceinline__ TableView make_table_view(const AttnArgs& a, const in
   return {table, nullptr, 0, 0, pow2 ? __ffs(bs) - 1 : -1, bs - 1};
 }
 
+// Copies the 16-byte chunk c of key `key` (row r of the K and V tiles) when `valid`, else zeros;
+// a key behind a bad block id becomes a zero row too (reported unless the cached table already did).
+template <typename T, int HD>
+__device__ __forceinline__ void copy_kv_chunk(uint32_t k_tile, uint32_t v_tile, const T* kc, const T* vc,
+                                              const AttnArgs& a, const TableView& tv, int seq, int key, int r, int c,
+                                              bool valid, int g) {
+  int64_t off = 0;
+  if (valid) {
+    const int col = tv.shift >= 0 ? key >> tv.shift : key / a.block_size;
+    const int within = tv.shift >= 0 ? key & tv.mask : key % a.block_size;
+    const bool hit = tv.cached != nullptr && col >= tv.col0 && col < tv.col0 + tv.n_cached;
+    const int blk = hit ? tv.cached[col - tv.col0] : tv.table[col];
+    if (blk < 0 || blk >= a.num_blocks) {
+      if (!hit) report(a.err, kErrBlockId, seq, blk, a.num_blocks, col);
+      valid = false;
+    } else {
+      off = ((static_cast<int64_t>(blk) * a.block_size + within) * a.num_kv_heads + g) * HD + c * 8;
+    }
+  }
+  const uint32_t o = tile_off<HD>(r, c);
+  cp_async16(k_tile + o, kc + off, valid);
+  cp_async16(v_tile + o, vc + off, valid);
+}
+
 template <typename T, int HD, int ROWS, int NT>
 __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, const AttnArgs& a,
                                              const TableView& tv, int seq, int key0, int kend, int g) {
@@ -73,24 +97,27 @@ __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, c
     const int i = static_cast<int>(threadIdx.x) + it * NT;
     const int r = i / CH, c = i % CH;
     const int key = key0 + r;
-    bool valid = key < kend;
-    int64_t off = 0;
-    if (valid) {
-      const int col = tv.shift >= 0 ? key >> tv.shift : key / a.block_size;
-      const int within = tv.shift >= 0 ? key & tv.mask : key % a.block_size;
-      const bool hit = tv.cached != nullptr && col >= tv.col0 && col < tv.col0 + tv.n_cached;
-      const int blk = hit ? tv.cached[col - tv.col0] : tv.table[col];
-      if (blk < 0 || blk >= a.num_blocks) {
-        if (!hit) report(a.err, kErrBlockId, seq, blk, a.num_blocks, col);
-        valid = false;
-      } else {
-        off = ((static_cast<int64_t>(blk) * a.block_size + within) * a.num_kv_heads + g) * HD + c * 8;
-      }
-    }
-    const uint32_t o = tile_off<HD>(r, c);
-    cp_async16(k_tile + o, kc + off, valid);
-    cp_async16(v_tile + o, vc + off, valid);
+    copy_kv_chunk<T, HD>(k_tile, v_tile, kc, vc, a, tv, seq, key, r, c, key < kend, g);
   }
+}
+
+// The block-table columns of keys [k_begin, k_stop) copied into `cache` (at most CAP entries; bad
+// ids reported once and stored as -1) by NT threads, so that tile loads do not wait on the table;
+// more columns than CAP stay in global memory. The caller synchronizes before the view is used.
+template <int CAP, int NT>
+__device__ __forceinline__ void cache_table(TableView& table, int32_t* cache, const AttnArgs& a, const int32_t* row,
+                                            int seq, int k_begin, int k_stop) {
+  const int c0 = k_begin / a.block_size, c1 = (k_stop - 1) / a.block_size + 1;
+  if (c1 - c0 > CAP) return;
+  for (int c = threadIdx.x; c < c1 - c0; c += NT) {
+    const int blk = row[c0 + c];
+    const bool bad = blk < 0 || blk >= a.num_blocks;
+    if (bad) report(a.err, kErrBlockId, seq, blk, a.num_blocks, c0 + c);
+    cache[c] = bad ? -1 : blk;
+  }
+  table.cached = cache;
+  table.col0 = c0;
+  table.n_cached = c1 - c0;
 }
 
 // Loads `rows_valid` rows of HD elements (row r at src + r * ld) into a swizzled tile of ROWS rows;

@@ -72,6 +72,26 @@ __device__ __forceinline__ TokenSplits token_splits(const AttnArgs& a, int kend)
   return {(kend + len - 1) / len, len};
 }
 
+// Token t's context and the keys [k_begin, k_stop) of its split `split`; a context longer than
+// the maxSeqLen the call was planned for (options.maxSeqLen is a promise) is refused (reported,
+// kend -1).
+struct SplitKeys {
+  TokenCtx ctx;
+  TokenSplits ts;
+  int k_begin, k_stop;
+};
+
+__device__ __forceinline__ SplitKeys split_keys(const AttnArgs& a, int t, int split, bool reporter) {
+  TokenCtx ctx = token_ctx(a, t, reporter);
+  if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
+    if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * a.split_len, 1);
+    ctx.kend = -1;
+  }
+  const TokenSplits ts = token_splits(a, ctx.kend);
+  const int k_begin = split * ts.len;
+  return {ctx, ts, k_begin, min(ctx.kend, k_begin + ts.len)};
+}
+
 template <typename T, int HD>
 __device__ void decode_impl(const AttnArgs& a) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -90,15 +110,10 @@ __device__ void decode_impl(const AttnArgs& a) {
     grid_dep_wait();
     grid_dep_launch();
   }
-  TokenCtx ctx = token_ctx(a, t, reporter);
-  if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
-    // Longer than the maxSeqLen the call was planned for (options.maxSeqLen is a promise): refuse.
-    if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * a.split_len, 1);
-    ctx.kend = -1;
-  }
-  const TokenSplits ts = token_splits(a, ctx.kend);
-  const int k_begin = split * ts.len;
-  const int k_stop = min(ctx.kend, k_begin + ts.len);
+  SplitKeys sk = split_keys(a, t, split, reporter);
+  TokenCtx& ctx = sk.ctx;
+  const TokenSplits ts = sk.ts;
+  const int k_begin = sk.k_begin, k_stop = sk.k_stop;
   // combine_kernel reads a partial of every planned split; merged here, only the token's own splits
   // exist, and a token in one split writes its output directly.
   const bool merge_here = a.counters != 0;
@@ -130,20 +145,7 @@ __device__ void decode_impl(const AttnArgs& a) {
   // loads that feed the cp.async ring do not wait on the table.
   __shared__ int32_t s_table[kTableCache];
   TableView table = make_table_view(a, row);
-  {
-    const int c0 = k_begin / a.block_size, c1 = (k_stop - 1) / a.block_size + 1;
-    if (c1 - c0 <= kTableCache) {
-      for (int c = threadIdx.x; c < c1 - c0; c += kThreads) {
-        const int blk = row[c0 + c];
-        const bool bad = blk < 0 || blk >= a.num_blocks;
-        if (bad) report(a.err, kErrBlockId, ctx.seq, blk, a.num_blocks, c0 + c);
-        s_table[c] = bad ? -1 : blk;
-      }
-      table.cached = s_table;
-      table.col0 = c0;
-      table.n_cached = c1 - c0;
-    }
-  }
+  cache_table<kTableCache, kThreads>(table, s_table, a, row, ctx.seq, k_begin, k_stop);
   __syncthreads();
   if (early) {
     grid_dep_wait();
@@ -314,23 +316,7 @@ __device__ __forceinline__ void lean_load(uint32_t k_tile, uint32_t v_tile, cons
     const int r = i / CH, c = i % CH, key = key0 + r;
     const bool fill = key >= lo && key < hi;
     if (!fill && !(zero_from >= 0 && key >= zero_from)) continue;
-    bool valid = fill;
-    int64_t off = 0;
-    if (valid) {
-      const int col = tv.shift >= 0 ? key >> tv.shift : key / a.block_size;
-      const int within = tv.shift >= 0 ? key & tv.mask : key % a.block_size;
-      const bool hit = tv.cached != nullptr && col >= tv.col0 && col < tv.col0 + tv.n_cached;
-      const int blk = hit ? tv.cached[col - tv.col0] : tv.table[col];
-      if (blk < 0 || blk >= a.num_blocks) {
-        if (!hit) report(a.err, kErrBlockId, seq, blk, a.num_blocks, col);
-        valid = false;
-      } else {
-        off = ((static_cast<int64_t>(blk) * a.block_size + within) * a.num_kv_heads + g) * HD + c * 8;
-      }
-    }
-    const uint32_t o = tile_off<HD>(r, c);
-    cp_async16(k_tile + o, kc + off, valid);
-    cp_async16(v_tile + o, vc + off, valid);
+    copy_kv_chunk<T, HD>(k_tile, v_tile, kc, vc, a, tv, seq, key, r, c, fill, g);
   }
 }
 
@@ -352,14 +338,10 @@ __device__ void decode_lean_impl(const AttnArgs& a) {
     grid_dep_wait();
     grid_dep_launch();
   }
-  TokenCtx ctx = token_ctx(a, t, reporter);
-  if (ctx.kend > static_cast<int64_t>(a.splits) * a.split_len) {
-    if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * a.split_len, 1);
-    ctx.kend = -1;
-  }
-  const TokenSplits ts = token_splits(a, ctx.kend);
-  const int k_begin = split * ts.len;
-  const int k_stop = min(ctx.kend, k_begin + ts.len);
+  SplitKeys sk = split_keys(a, t, split, reporter);
+  TokenCtx& ctx = sk.ctx;
+  const TokenSplits ts = sk.ts;
+  const int k_begin = sk.k_begin, k_stop = sk.k_stop;
   if (ts.len > kBN) {
     // The host launches this kernel only for plans of one key tile per split (AttnPlan::lean).
     if (reporter) report(a.err, kErrSeqLen, ctx.seq, ctx.kend, static_cast<int64_t>(a.splits) * kBN, 1);
@@ -385,20 +367,7 @@ __device__ void decode_lean_impl(const AttnArgs& a) {
   const int fresh0 = reinterpret_cast<const int32_t*>(a.seq_lens)[ctx.seq] - (qsl[ctx.seq + 1] - qsl[ctx.seq]);
   const int32_t* row = reinterpret_cast<const int32_t*>(a.block_tables) + static_cast<int64_t>(ctx.seq) * a.max_blocks;
   TableView table = make_table_view(a, row);
-  {
-    const int c0 = k_begin / a.block_size, c1 = (k_stop - 1) / a.block_size + 1;
-    if (c1 - c0 <= kLeanTable) {
-      for (int c = threadIdx.x; c < c1 - c0; c += kLeanThreads) {
-        const int blk = row[c0 + c];
-        const bool bad = blk < 0 || blk >= a.num_blocks;
-        if (bad) report(a.err, kErrBlockId, ctx.seq, blk, a.num_blocks, c0 + c);
-        s_table[c] = bad ? -1 : blk;
-      }
-      table.cached = s_table;
-      table.col0 = c0;
-      table.n_cached = c1 - c0;
-    }
-  }
+  cache_table<kLeanTable, kLeanThreads>(table, s_table, a, row, ctx.seq, k_begin, k_stop);
   __syncthreads();
   const uint32_t q_tile = smem_u32(smem);
   const uint32_t k_tile = q_tile + kLeanHeads * HD * 2, v_tile = k_tile + TILE;
