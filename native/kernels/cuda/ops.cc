@@ -13,8 +13,8 @@ unsigned round32(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(102
 unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 Status run(const DeviceRuntime& rt, cuda::CUstream s, const std::string& name, Dim3 grid, Dim3 block, unsigned smem,
-           void* args, bool pdl = false) {
-  return rt.launch(name.c_str(), grid, block, smem, s, args, pdl);
+           void* args, bool pdl = false, int carveout = -1) {
+  return rt.launch(name.c_str(), grid, block, smem, s, args, pdl, carveout);
 }
 
 }  // namespace
@@ -193,13 +193,12 @@ Status launch_attention(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk
   if (lean) {
     // Both at the batch-1 decode chain's carveout (DeviceRuntime::decode_carveout).
     a.head_chunks = (group + 7) / 8;
-    X_RETURN_IF_ERROR(rt.launch(("x_attn_decode_lean_" + sfx + "_" + hd).c_str(),
-                                {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
-                                 static_cast<unsigned>(plan.splits)},
-                                {128}, lean_smem(a.head_dim), s, &a, true, rt.decode_carveout()));
-    return rt.launch(("x_attn_combine_" + sfx).c_str(),
-                     {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads)}, {128}, 0, s, &a, true,
-                     rt.decode_carveout());
+    X_RETURN_IF_ERROR(run(rt, s, "x_attn_decode_lean_" + sfx + "_" + hd,
+                          {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
+                           static_cast<unsigned>(plan.splits)},
+                          {128}, lean_smem(a.head_dim), &a, true, rt.decode_carveout()));
+    return run(rt, s, "x_attn_combine_" + sfx, {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads)},
+               {128}, 0, &a, true, rt.decode_carveout());
   }
   X_RETURN_IF_ERROR(run(rt, s, "x_attn_decode_" + sfx + "_" + hd,
                         {static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_kv_heads * a.head_chunks),
@@ -283,8 +282,7 @@ Status launch_gemv(const DeviceRuntime& rt, cuda::CUstream s, int dtype, xk::Gem
   static const int64_t preload = env_int("X_GEMV_PRELOAD", 1);
   static const int64_t late_epilogue = env_int("X_GEMV_LATE_EPILOGUE", 0);
   a.preload = (preload != 0 ? 1 : 0) | (late_epilogue != 0 ? 2 : 0);
-  return rt.launch(name.c_str(), {static_cast<unsigned>(blocks)}, {kThreads}, static_cast<unsigned>(smem), s, &a, true,
-                   carveout);
+  return run(rt, s, name, {static_cast<unsigned>(blocks)}, {kThreads}, static_cast<unsigned>(smem), &a, true, carveout);
 }
 
 uint64_t sample_stats_offset(int64_t rows, int64_t vocab) {

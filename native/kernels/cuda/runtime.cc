@@ -189,6 +189,12 @@ Status DeviceRuntime::init(int device) {
         return st;
       }
       fns_[name] = f;
+      // Static shared memory, read once: the opt-in limit below and block_smem need it.
+      int static_bytes = 0;
+      if (d_->cuFuncGetAttribute != nullptr) {
+        X_CUDA_CHECK(d_->cuFuncGetAttribute(&static_bytes, cuda::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f));
+      }
+      static_smem_[name] = std::max(static_bytes, 0);
       for (const auto& [prefix, percent] : carveouts) {
         if (std::string(name).rfind(prefix, 0) == 0 && d_->cuFuncSetAttribute != nullptr) {
           d_->cuFuncSetAttribute(f, cuda::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, percent);
@@ -200,10 +206,7 @@ Status DeviceRuntime::init(int device) {
         return Status::Error(Code::kNoDevice, "this NVIDIA driver lacks cuFuncSetAttribute");
       }
       // The opt-in limit covers static and dynamic shared memory together.
-      int static_bytes = 0;
-      if (d_->cuFuncGetAttribute != nullptr) {
-        X_CUDA_CHECK(d_->cuFuncGetAttribute(&static_bytes, cuda::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, fns_[name]));
-      }
+      const int static_bytes = static_smem_[name];
       Status st = cuda_status(d_->cuFuncSetAttribute(fns_[name], cuda::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                      max_smem_optin_ - static_bytes),
                               "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
@@ -250,12 +253,9 @@ int DeviceRuntime::resident_blocks(const char* name, unsigned block, unsigned sm
 }
 
 uint64_t DeviceRuntime::block_smem(const char* name, unsigned smem) const {
-  int static_bytes = 0;
-  auto it = fns_.find(name);
-  if (it != fns_.end() && d_->cuFuncGetAttribute != nullptr && enter().ok()) {
-    d_->cuFuncGetAttribute(&static_bytes, cuda::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, it->second);
-  }
-  return static_cast<uint64_t>(std::max(static_bytes, 0)) + smem + static_cast<uint64_t>(std::max(smem_reserved_, 0));
+  auto it = static_smem_.find(name);
+  const uint64_t static_bytes = it != static_smem_.end() ? static_cast<uint64_t>(it->second) : 0;
+  return static_bytes + smem + static_cast<uint64_t>(std::max(smem_reserved_, 0));
 }
 
 int DeviceRuntime::carveout_for(uint64_t bytes) const {

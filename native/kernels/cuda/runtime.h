@@ -79,6 +79,7 @@ class DeviceRuntime {
   mutable std::unordered_map<std::string, int> occupancy_;
   std::vector<cuda::CUmodule> modules_;
   std::unordered_map<std::string, cuda::CUfunction> fns_;
+  std::unordered_map<std::string, int> static_smem_;  // bytes of each function's static shared memory
   uint64_t err_dev_ = 0;
   xk::ErrorWord* err_host_ = nullptr;
 };
